@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install the build into a temporary prefix, then build an outside program
+# against it with pkg-config and with find_package(mmkit), shared and static.
+set -euo pipefail
+build=$1 src=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
+P=$tmp/prefix
+lib=$(ls -d "$P"/lib* | head -n1)
+test -f "$P/include/mmkit/mmkit.h"
+test -f "$P/bin/mmk"
+ls "$lib"/libmmkit.so.0* >/dev/null
+test -f "$lib/libmmkit.a"
+
+# Only mmk_ symbols are exported, all under the version node.
+bad=$(nm -D --defined-only "$lib/libmmkit.so" | awk '{print $3}' | grep -v '^mmk_' | grep -v '^MMKIT_' || true)
+if [ -n "$bad" ]; then echo "unexpected exports: $bad"; exit 1; fi
+nm -D --defined-only "$lib/libmmkit.so" | grep -q 'mmk__' && { echo "internal symbol exported"; exit 1; }
+objdump -T "$lib/libmmkit.so" | grep -q 'MMKIT_0.1.*mmk_version'
+
+export PKG_CONFIG_PATH=$lib/pkgconfig
+cc=${CC:-cc}
+$cc -o "$tmp/pc_shared" "$src/tests/install/consumer.c" $(pkg-config --cflags --libs mmkit) -Wl,-rpath,"$lib"
+"$tmp/pc_shared"
+$cc -o "$tmp/pc_static" "$src/tests/install/consumer.c" $(pkg-config --cflags mmkit) "$lib/libmmkit.a" -pthread
+"$tmp/pc_static"
+$cc -static-libgcc -o "$tmp/pc_static2" "$src/tests/install/consumer.c" $(pkg-config --static --cflags mmkit) -L"$lib" -Wl,-Bstatic -lmmkit -Wl,-Bdynamic -pthread
+"$tmp/pc_static2"
+
+cmake -S "$src/tests/install" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$P" >/dev/null
+cmake --build "$tmp/cm" >/dev/null
+LD_LIBRARY_PATH=$lib "$tmp/cm/consumer_shared"
+"$tmp/cm/consumer_static"
+echo "install: pkg-config and find_package consumers built and ran"
