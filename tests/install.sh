@@ -21,14 +21,18 @@ objdump -T "$lib/libmmkit.so" | grep -q 'MMKIT_0.1.*mmk_version'
 
 export PKG_CONFIG_PATH=$lib/pkgconfig
 cc=${CC:-cc}
+# A sanitizer build's library needs the sanitizer runtime in the consumer too.
+san=""
+[ -n "${MMK_SANITIZE:-}" ] && san="-fsanitize=$MMK_SANITIZE"
+cc="$cc $san"
 $cc -o "$tmp/pc_shared" "$src/tests/install/consumer.c" $(pkg-config --cflags --libs mmkit) -Wl,-rpath,"$lib"
 "$tmp/pc_shared"
 $cc -o "$tmp/pc_static" "$src/tests/install/consumer.c" $(pkg-config --cflags mmkit) "$lib/libmmkit.a" -pthread
 "$tmp/pc_static"
-$cc -static-libgcc -o "$tmp/pc_static2" "$src/tests/install/consumer.c" $(pkg-config --static --cflags mmkit) -L"$lib" -Wl,-Bstatic -lmmkit -Wl,-Bdynamic -pthread
-"$tmp/pc_static2"
+[ -n "$san" ] || $cc -static-libgcc -o "$tmp/pc_static2" "$src/tests/install/consumer.c" $(pkg-config --static --cflags mmkit) -L"$lib" -Wl,-Bstatic -lmmkit -Wl,-Bdynamic -pthread
+[ -n "$san" ] || "$tmp/pc_static2"
 
-cmake -S "$src/tests/install" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$P" >/dev/null
+cmake -S "$src/tests/install" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$P" -DCMAKE_C_FLAGS="$san" >/dev/null
 cmake --build "$tmp/cm" >/dev/null
 LD_LIBRARY_PATH=$lib "$tmp/cm/consumer_shared"
 "$tmp/cm/consumer_static"
