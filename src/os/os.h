@@ -40,4 +40,26 @@ int mmk__os_hugepage_info(size_t *size, int *thp, size_t *hugetlb_free);
  * mix of time, pid and address). Never fails. */
 void mmk__os_random(void *buf, size_t len);
 
+/* Waiting and process liveness (src/os/linux_wait.c), for the ring.
+ * futex_wait sleeps while *addr == val, at most timeout_ns (< 0: forever),
+ * on a word that may be shared between processes: 0 (woken or spurious),
+ * -EAGAIN (*addr != val), -ETIMEDOUT, -EINTR. futex_wake wakes all. */
+int mmk__os_futex_wait(uint32_t *addr, uint32_t val, int64_t timeout_ns);
+void mmk__os_futex_wake(uint32_t *addr);
+uint64_t mmk__os_now_ns(void); /* monotonic */
+int mmk__os_getpid(void);
+/* A handle on process pid (a pidfd where the kernel has them; -1 means
+ * "probe with kill(pid, 0)"). */
+int mmk__os_pid_open(int pid);
+int mmk__os_pid_exited(int handle, int pid); /* 1 when the process is gone */
+void mmk__os_pid_close(int handle);
+/* eventfd (non-blocking, close-on-exec): create (fd or -errno), signal. */
+int mmk__os_event_create(void);
+void mmk__os_event_signal(int fd);
+int mmk__os_dup(int fd); /* close-on-exec duplicate, or -errno */
+void mmk__os_close(int fd);
+/* Size of the object behind fd and its block size (the huge page size on
+ * hugetlbfs). */
+int mmk__os_fd_size(int fd, uint64_t *size, size_t *blksize);
+
 #endif
