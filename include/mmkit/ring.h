@@ -1,4 +1,26 @@
-/* mmkit/ring.h: the magic (double-mapped) ring buffer. */
+/* mmkit/ring.h: the magic (double-mapped) ring buffer.
+ *
+ * One shared memory object holds the data area and a header page. The data
+ * area is mapped twice, back to back, inside one reservation, so every span
+ * of up to `capacity` bytes starting anywhere in the ring is contiguous in
+ * memory: no split copies at the end, and a record never straddles.
+ *
+ * Roles: one producer and one consumer at a time. A handle may act as
+ * either or both (two threads sharing one handle: one writes, one reads).
+ * The other side may be in another process: pass mmk_ring_fd() (fork, or a
+ * Unix socket with SCM_RIGHTS) and call mmk_ring_attach() there.
+ *
+ * Return values follow the library: >= 0 success, -errno or MMK_E* codes.
+ * Codes used by the ring:
+ *   -EINVAL      bad argument, or committing/consuming more than was offered
+ *   -EPIPE       the stream is closed (close_write, or the other side
+ *                destroyed its handle) and nothing more will come
+ *   -ECONNRESET  the peer process died (kill -9) while we waited
+ *   -ETIMEDOUT   a wait timed out
+ *   MMK_EFORMAT  attach: not a ring, or an incompatible layout
+ *   MMK_ECORRUPT MMK_RING_UNTRUSTED: the peer wrote an impossible position or
+ *                record header; the handle stays broken (every later call
+ *                returns MMK_ECORRUPT) */
 #ifndef MMKIT_RING_H
 #define MMKIT_RING_H
 
@@ -8,21 +30,149 @@
 extern "C" {
 #endif
 
+/* Flags for mmk_ring_create / mmk_ring_attach. */
 #define MMK_RING_UNTRUSTED 0x1u /* the peer may be hostile: validate everything it writes */
+#define MMK_RING_HUGE      0x2u /* create: back with 2 MiB pages (hugetlb, else THP advice);
+                                 * capacity rounds up to 2 MiB. mmk_ring_flags tells what we got */
+#define MMK_RING_HUGE_THP  0x4u /* mmk_ring_flags only: hugetlb failed, THP was advised instead */
 
 typedef struct mmk_ring mmk_ring;
+
+/* Create a ring of at least min_capacity bytes (rounded up to the page size;
+ * any page multiple works, not only powers of two). The object is a sealed
+ * memfd where possible (a peer cannot truncate it), else POSIX shm or an
+ * unlinked tmpfile. With MMK_RING_UNTRUSTED an object that cannot be sealed
+ * is refused with -ENOTSUP. Errors: -EINVAL (0 capacity, unknown flags,
+ * out NULL), -ENOMEM, -ENOTSUP (no double mapping possible), -errno. */
 MMK_API int     mmk_ring_create(size_t min_capacity, unsigned flags, mmk_ring **out);
+
+/* Map an existing ring from its descriptor (dup'ed: the caller keeps fd).
+ * The header is validated: MMK_EFORMAT when fd is not a ring of this layout
+ * version and page size. With MMK_RING_UNTRUSTED the object must be sealed
+ * against shrinking (-ENOTSUP otherwise) and the positions found in it are
+ * checked (MMK_ECORRUPT). */
 MMK_API int     mmk_ring_attach(int fd, unsigned flags, mmk_ring **out);
+
+/* The descriptor of the shared object (close-on-exec; owned by the ring). */
 MMK_API int     mmk_ring_fd(const mmk_ring *r);
+
+/* Capacity in bytes: >= min_capacity, a page multiple. */
 MMK_API size_t  mmk_ring_capacity(const mmk_ring *r);
+
+/* Effective flags: MMK_RING_UNTRUSTED as asked; MMK_RING_HUGE only when the
+ * ring really sits on hugetlb pages; MMK_RING_HUGE_THP when it fell back to
+ * THP advice (the kernel may or may not honour it); neither when huge pages
+ * were not asked for or nothing worked. */
+MMK_API unsigned mmk_ring_flags(const mmk_ring *r);
+
+/* Unmap and free the handle (NULL is fine). The sides this handle used are
+ * marked gone: a peer waiting for them gets -EPIPE. The peer's mapping stays
+ * valid; the memory is freed when the last process lets go. */
 MMK_API void    mmk_ring_destroy(mmk_ring *r);
+
+/* ------------------------------------------------------------ byte spans */
+
+/* Producer: *span receives the start of the free space; returns its length
+ * (contiguous, up to the capacity), 0 when the ring is full, -EPIPE after
+ * close_write or once the consumer is gone. Lock-free, no system call. The
+ * consumer's position is cached and reloaded only when the cache shows the
+ * ring full, so the length may be less than what is free right now (never
+ * more); after mmk_ring_wait_writable(r, n, ...) it is at least n. */
 MMK_API ssize_t mmk_ring_write_begin(mmk_ring *r, void **span);
+
+/* Producer: publish the first n bytes of the span (n may be 0). -EINVAL if n
+ * is more than the free space. Wakes a sleeping consumer (a system call only
+ * when it is asleep). */
 MMK_API int     mmk_ring_write_commit(mmk_ring *r, size_t n);
+
+/* Consumer: *span receives the readable bytes; returns their count
+ * (contiguous), 0 when empty (also at end of stream: see wait_readable).
+ * Cached like write_begin: after mmk_ring_wait_readable(r, n, ...) at least n. */
 MMK_API ssize_t mmk_ring_read_begin(mmk_ring *r, const void **span);
+
+/* Consumer: release n bytes (-EINVAL if more than are readable). */
 MMK_API int     mmk_ring_read_commit(mmk_ring *r, size_t n);
+
+/* Copying helpers. mmk_ring_write copies all n bytes, waiting for space as
+ * needed up to timeout_ms in total (-1: forever; 0: no waiting); returns the
+ * bytes written (< n only on timeout or end of stream after a partial
+ * write), or -ETIMEDOUT / -EPIPE / -ECONNRESET when none. -EINVAL for n 0
+ * with buf NULL. mmk_ring_read copies between 1 and n bytes, like read(2),
+ * waiting up to timeout_ms for the first; -EPIPE at end of stream. */
+MMK_API ssize_t mmk_ring_write(mmk_ring *r, const void *buf, size_t n, int timeout_ms);
+MMK_API ssize_t mmk_ring_read(mmk_ring *r, void *buf, size_t n, int timeout_ms);
+
+/* --------------------------------------------------------------- waiting */
+
+/* Block until at least min_bytes (1 if 0) are readable. timeout_ms < 0 waits
+ * forever, 0 polls. 0, -ETIMEDOUT, -EPIPE (stream closed and fewer than
+ * min_bytes left: drain them first with a smaller min_bytes), -ECONNRESET
+ * (the producer's process died), -EINVAL (min_bytes > capacity). Sleeps on
+ * a futex in the shared header, so it works across processes; a dead peer
+ * is noticed within about 100 ms. */
 MMK_API int     mmk_ring_wait_readable(mmk_ring *r, size_t min_bytes, int timeout_ms);
+
+/* Block until at least min_bytes are free. Same codes; -EPIPE when the
+ * consumer destroyed its handle or after our own close_write. */
 MMK_API int     mmk_ring_wait_writable(mmk_ring *r, size_t min_bytes, int timeout_ms);
+
+/* End of stream: the consumer drains what was written, then gets -EPIPE.
+ * Later writes get -EPIPE. Idempotent. */
 MMK_API int     mmk_ring_close_write(mmk_ring *r);
+
+/* ---------------------------------------------------- poll/epoll support */
+
+#define MMK_RING_READABLE 1u /* the eventfd the producer signals when data arrives */
+#define MMK_RING_WRITABLE 2u /* the eventfd the consumer signals when space frees */
+
+/* The eventfd (non-blocking, close-on-exec, owned by the ring) signalled for
+ * direction `which`, created on first call. Readable in poll/epoll after a
+ * signal; read it to reset. A peer in another process signals it only when
+ * it holds the same eventfd: send it along with the ring's fd and install it
+ * there with mmk_ring_set_eventfd (a forked child inherits it). -EINVAL. */
+MMK_API int     mmk_ring_eventfd(mmk_ring *r, unsigned which);
+
+/* Install an eventfd received from the peer (dup'ed; replaces ours). */
+MMK_API int     mmk_ring_set_eventfd(mmk_ring *r, unsigned which, int efd);
+
+/* Before sleeping in poll/epoll on the eventfd of `which`: returns 1 when the
+ * ring is already ready (readable: data or end of stream; writable: space),
+ * so do not sleep; 0 when it is not and the peer has been asked to signal the
+ * eventfd. Without this call the peer does not signal (need-wakeup flag). */
+MMK_API int     mmk_ring_poll_prepare(mmk_ring *r, unsigned which);
+
+/* --------------------------------------------------------------- records */
+
+/* Variable-length records with an 8-byte header, each contiguous thanks to
+ * the mirror, aligned to 8 bytes. Do not mix records and byte spans on one
+ * ring. One reservation at a time (single producer). */
+
+/* Producer: reserve room for a record of len bytes; *rec points at its
+ * payload. 0, -EAGAIN (not enough room now: wait_writable for
+ * mmk_ring_record_space(len)), -EMSGSIZE (can never fit), -EPIPE, -EBUSY
+ * (a reservation is already open). */
+MMK_API int     mmk_ring_rec_reserve(mmk_ring *r, size_t len, void **rec);
+
+/* Producer: publish the open reservation with its final length len (<= the
+ * reserved length; -EINVAL otherwise or without a reservation). */
+MMK_API int     mmk_ring_rec_commit(mmk_ring *r, size_t len);
+
+/* Producer: drop the open reservation; nothing is published. */
+MMK_API int     mmk_ring_rec_discard(mmk_ring *r);
+
+/* Consumer: the next record, in place: *rec points at its payload; returns
+ * its length (0 is a valid empty record), -EAGAIN when none is ready,
+ * MMK_ECORRUPT when the header is impossible. The payload stays valid until
+ * mmk_ring_rec_release. In untrusted mode the length is validated but the
+ * payload may still change under you: copy it before trusting it. */
+MMK_API ssize_t mmk_ring_rec_peek(mmk_ring *r, const void **rec);
+
+/* Consumer: release the record returned by the last peek. -EINVAL if none. */
+MMK_API int     mmk_ring_rec_release(mmk_ring *r);
+
+/* Ring bytes taken by a record of len bytes (header and alignment), for
+ * mmk_ring_wait_writable. */
+MMK_API size_t  mmk_ring_record_space(size_t len);
 
 #ifdef __cplusplus
 }

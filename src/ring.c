@@ -1,0 +1,888 @@
+/* ring.h: the magic ring buffer.
+ *
+ * Address space (one reservation, so no other thread can ever take a hole):
+ *
+ *   base                base+cap             base+2cap
+ *   | data (off 0..cap) | data again (mirror) | header (off cap..cap+H) |
+ *
+ * The object is [data | header]: the data starts at offset 0 so that with
+ * huge pages both the file offset and the address are 2 MiB aligned. Two
+ * mmaps: the whole object at base+cap, the data alone at base.
+ *
+ * Positions are 64-bit byte counts that only grow (they never wrap in
+ * practice). Each side keeps its own position and the offset inside the ring
+ * privately (offset += n; if >= cap: -= cap: no division, any capacity) and
+ * publishes the position with a release store; it caches the other side's
+ * position and reloads it only when the cache says there is not enough.
+ * Every position read from shared memory is checked (0 <= head - tail <=
+ * cap), so a broken or hostile peer can never make a span leave the ring. */
+#include <stdatomic.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mmkit/ring.h>
+#include <mmkit/vm.h>
+#include "internal.h"
+
+#define RING_MAGIC   0x474e49524b4d4d21ull /* "!MMKRING" little-endian */
+#define RING_VERSION 1u
+#define RING_ENDIAN  0x01020304u
+#define LINE         128 /* two cache lines: the adjacent-line prefetcher pairs them */
+#define SLICE_NS     100000000ll /* bounded sleeps: a dead peer is seen within this */
+#define REC_HDR      8u
+#define REC_CHECK    0x52454331u
+
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free to be shared");
+
+/* The shared header. Fixed-width fields only: another process (perhaps
+ * another build) reads it. */
+struct ring_hdr {
+    /* written once by the creator */
+    uint64_t magic;
+    uint32_t version;
+    uint32_t endian;
+    uint64_t capacity;
+    uint32_t hdr_size;
+    uint32_t page_size;
+    uint32_t flags;
+    /* producer's line: the write position alone */
+    _Alignas(LINE) _Atomic uint64_t head;
+    /* consumer's line: the read position alone */
+    _Alignas(LINE) _Atomic uint64_t tail;
+    /* control words, written rarely, read on every call */
+    _Alignas(LINE) _Atomic uint32_t closed; /* close_write was called */
+    _Atomic uint32_t prod_gone;             /* the producer's handle was destroyed */
+    _Atomic uint32_t cons_gone;
+    _Atomic int32_t prod_pid;               /* who produces / consumes, for liveness */
+    _Atomic int32_t cons_pid;
+    /* wake-up words: the data-ready futex (bumped by the producer) and its
+     * need-wakeup flag (set by a consumer about to sleep) */
+    _Alignas(LINE) _Atomic uint32_t rd_seq;
+    _Atomic uint32_t rd_waiting;
+    /* the space-free futex and flag, the other way round */
+    _Alignas(LINE) _Atomic uint32_t wr_seq;
+    _Atomic uint32_t wr_waiting;
+};
+_Static_assert(sizeof(struct ring_hdr) <= 4096, "header fits a page");
+_Static_assert(offsetof(struct ring_hdr, head) == 128, "layout version 1");
+_Static_assert(offsetof(struct ring_hdr, tail) == 256, "layout version 1");
+_Static_assert(offsetof(struct ring_hdr, closed) == 384, "layout version 1");
+_Static_assert(offsetof(struct ring_hdr, rd_seq) == 512, "layout version 1");
+_Static_assert(offsetof(struct ring_hdr, wr_seq) == 640, "layout version 1");
+
+enum { RD = 0, WR = 1 }; /* eventfd / liveness slots: readable, writable */
+
+struct mmk_ring {
+    /* producer's private state */
+    _Alignas(LINE) uint64_t head; /* authoritative write position */
+    uint64_t tail_cache;
+    size_t woff;     /* head mod cap */
+    unsigned pgen;   /* fork generation in which we claimed the producer side */
+    int rsv_open;
+    size_t rsv_len;
+    /* consumer's private state */
+    _Alignas(LINE) uint64_t tail;
+    uint64_t head_cache;
+    size_t roff;
+    unsigned cgen;
+    size_t peek_space; /* ring bytes of the record returned by peek, 0: none */
+    /* cold: set up once */
+    _Alignas(LINE) struct ring_hdr *hdr;
+    char *data;
+    char *base;
+    size_t maplen;
+    size_t cap;
+    int fd;
+    unsigned flags;
+    _Atomic int broken; /* sticky MMK_ECORRUPT */
+    _Atomic int efd[2];
+    int peer_pid[2], peer_h[2]; /* cached liveness handles: RD producer, WR consumer */
+};
+
+/* ----------------------------------------------------------------- fork */
+
+/* A child must re-announce its pid for the sides it uses: bump a generation
+ * in the child, compared on each call (a plain load, no getpid). */
+static _Atomic unsigned fork_gen = 1;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) { atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed); }
+static void fork_setup(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
+static inline unsigned gen_now(void) { return atomic_load_explicit(&fork_gen, memory_order_relaxed); }
+
+static int corrupt(mmk_ring *r)
+{
+    atomic_store_explicit(&r->broken, MMK_ECORRUPT, memory_order_relaxed);
+    return MMK_ECORRUPT;
+}
+
+static inline size_t off_add(const mmk_ring *r, size_t off, size_t n)
+{
+    off += n;
+    return off >= r->cap ? off - r->cap : off;
+}
+
+/* First use of a side in this process: announce our pid; a trusting handle
+ * also picks the position up from shared memory, so a side can move to a
+ * forked child. An untrusting one keeps its private position. */
+static void claim_producer(mmk_ring *r)
+{
+    struct ring_hdr *h = r->hdr;
+    if (!(r->flags & MMK_RING_UNTRUSTED) && r->pgen) {
+        r->head = atomic_load_explicit(&h->head, memory_order_relaxed);
+        r->woff = (size_t)(r->head % r->cap);
+        r->tail_cache = atomic_load_explicit(&h->tail, memory_order_acquire);
+    }
+    atomic_store_explicit(&h->prod_pid, mmk__os_getpid(), memory_order_relaxed);
+    atomic_store_explicit(&h->prod_gone, 0, memory_order_relaxed);
+    r->pgen = gen_now();
+}
+
+static void claim_consumer(mmk_ring *r)
+{
+    struct ring_hdr *h = r->hdr;
+    if (!(r->flags & MMK_RING_UNTRUSTED) && r->cgen) {
+        r->tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
+        r->roff = (size_t)(r->tail % r->cap);
+        r->head_cache = atomic_load_explicit(&h->head, memory_order_acquire);
+        r->peek_space = 0;
+    }
+    atomic_store_explicit(&h->cons_pid, mmk__os_getpid(), memory_order_relaxed);
+    atomic_store_explicit(&h->cons_gone, 0, memory_order_relaxed);
+    r->cgen = gen_now();
+}
+
+/* Common entry checks; returns 0 or the sticky error. */
+static inline int enter_producer(mmk_ring *r)
+{
+    if (mmk__unlikely(r->pgen != gen_now()))
+        claim_producer(r);
+    return atomic_load_explicit(&r->broken, memory_order_relaxed);
+}
+
+static inline int enter_consumer(mmk_ring *r)
+{
+    if (mmk__unlikely(r->cgen != gen_now()))
+        claim_consumer(r);
+    return atomic_load_explicit(&r->broken, memory_order_relaxed);
+}
+
+/* ---------------------------------------------------------------- wakeup */
+
+static void wake(mmk_ring *r, _Atomic uint32_t *seq, _Atomic uint32_t *waiting, int slot)
+{
+    /* Clear the flag first so a burst of commits makes one system call. */
+    if (!atomic_exchange_explicit(waiting, 0, memory_order_seq_cst))
+        return;
+    atomic_fetch_add_explicit(seq, 1, memory_order_seq_cst);
+    mmk__os_futex_wake((uint32_t *)seq);
+    int e = atomic_load_explicit(&r->efd[slot], memory_order_relaxed);
+    if (e >= 0)
+        mmk__os_event_signal(e);
+}
+
+/* Publish a position, then look at the sleeper's flag. The seq_cst store and
+ * load pair with the sleeper's seq_cst flag store and position load: one of
+ * the two sides sees the other, so no wakeup is lost. */
+static inline void publish_head(mmk_ring *r)
+{
+    struct ring_hdr *h = r->hdr;
+    atomic_store_explicit(&h->head, r->head, memory_order_seq_cst);
+    if (atomic_load_explicit(&h->rd_waiting, memory_order_seq_cst))
+        wake(r, &h->rd_seq, &h->rd_waiting, RD);
+}
+
+static inline void publish_tail(mmk_ring *r)
+{
+    struct ring_hdr *h = r->hdr;
+    atomic_store_explicit(&h->tail, r->tail, memory_order_seq_cst);
+    if (atomic_load_explicit(&h->wr_waiting, memory_order_seq_cst))
+        wake(r, &h->wr_seq, &h->wr_waiting, WR);
+}
+
+/* ------------------------------------------------------------- positions */
+
+/* Free bytes for the producer, reloading the consumer's position when the
+ * cached one shows fewer than `need`. < 0 on corruption. */
+static inline ssize_t prod_free(mmk_ring *r, size_t need)
+{
+    size_t fr = r->cap - (size_t)(r->head - r->tail_cache);
+    if (fr >= need)
+        return (ssize_t)fr;
+    uint64_t t = atomic_load_explicit(&r->hdr->tail, memory_order_acquire);
+    if (mmk__unlikely(r->head - t > r->cap))
+        return corrupt(r);
+    r->tail_cache = t;
+    return (ssize_t)(r->cap - (size_t)(r->head - t));
+}
+
+static inline ssize_t cons_avail(mmk_ring *r, size_t need)
+{
+    size_t av = (size_t)(r->head_cache - r->tail);
+    if (av >= need)
+        return (ssize_t)av;
+    uint64_t hd = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
+    if (mmk__unlikely(hd - r->tail > r->cap))
+        return corrupt(r);
+    r->head_cache = hd;
+    return (ssize_t)(hd - r->tail);
+}
+
+static inline int write_closed(const mmk_ring *r)
+{
+    return atomic_load_explicit(&r->hdr->closed, memory_order_acquire) ||
+           atomic_load_explicit(&r->hdr->cons_gone, memory_order_acquire);
+}
+
+static inline int read_closed(const mmk_ring *r)
+{
+    return atomic_load_explicit(&r->hdr->closed, memory_order_acquire) ||
+           atomic_load_explicit(&r->hdr->prod_gone, memory_order_acquire);
+}
+
+/* --------------------------------------------------------------- mapping */
+
+static void unmap(mmk_ring *r)
+{
+    if (r->base)
+        mmk_release(r->base, r->maplen);
+    r->base = NULL;
+}
+
+/* Reserve 2*cap + hsize, then put the object at base+cap and its data part
+ * again at base: both MAP_FIXED inside our own reservation. */
+static int map_ring(mmk_ring *r, size_t cap, size_t hsize, size_t align)
+{
+    void *base;
+    size_t len = 2 * cap + hsize;
+    int rc = align ? mmk_reserve_aligned(len, align, &base) : mmk_reserve(len, &base);
+    if (rc)
+        return rc;
+    void *m;
+    const unsigned rw = MMK_PROT_READ | MMK_PROT_WRITE;
+    rc = mmk__os_map_fd((char *)base + cap, cap + hsize, rw, 1, r->fd, 0, &m);
+    if (!rc)
+        rc = mmk__os_map_fd(base, cap, rw, 1, r->fd, 0, &m);
+    if (rc) {
+        mmk_release(base, len);
+        return rc;
+    }
+    r->base = base;
+    r->maplen = len;
+    r->data = base;
+    r->cap = cap;
+    r->hdr = (struct ring_hdr *)((char *)base + 2 * cap);
+    return 0;
+}
+
+static mmk_ring *ring_alloc(void)
+{
+    size_t sz = mmk__align_up(sizeof(struct mmk_ring), LINE);
+    mmk_ring *r = aligned_alloc(LINE, sz);
+    if (!r)
+        return NULL;
+    memset(r, 0, sz);
+    r->fd = -1;
+    atomic_init(&r->broken, 0);
+    for (int i = 0; i < 2; i++) {
+        atomic_init(&r->efd[i], -1);
+        r->peer_pid[i] = 0;
+        r->peer_h[i] = -1;
+    }
+    pthread_once(&fork_once, fork_setup);
+    return r;
+}
+
+static void ring_free(mmk_ring *r)
+{
+    unmap(r);
+    mmk__os_close(r->fd);
+    for (int i = 0; i < 2; i++) {
+        mmk__os_close(atomic_load(&r->efd[i]));
+        mmk__os_pid_close(r->peer_h[i]);
+    }
+    free(r);
+}
+
+/* Try hugetlb for a huge ring: 2 MiB header, capacity a multiple of 2 MiB.
+ * Any failure (no pool: mmap says ENOMEM) falls back to the caller. */
+static int create_hugetlb(mmk_ring *r, size_t cap, size_t hp)
+{
+    int fd;
+    int rc = mmk_shm_create("mmkit-ring", cap + hp, MMK_SHM_MEMFD | MMK_SHM_HUGETLB, &fd);
+    if (rc < 0)
+        return rc;
+    r->fd = fd;
+    rc = mmk_shm_seal_size(fd);
+    if (rc && rc != -ENOTSUP)
+        goto fail;
+    if (rc && (r->flags & MMK_RING_UNTRUSTED))
+        goto fail;
+    rc = map_ring(r, cap, hp, hp);
+    if (rc)
+        goto fail;
+    return (int)hp;
+fail:
+    mmk__os_close(fd);
+    r->fd = -1;
+    return rc;
+}
+
+MMK_API int mmk_ring_create(size_t min_capacity, unsigned flags, mmk_ring **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!min_capacity || (flags & ~(MMK_RING_UNTRUSTED | MMK_RING_HUGE)))
+        return -EINVAL;
+    size_t page = mmk__pagesz(), unit = page, hp = 0;
+    if (flags & MMK_RING_HUGE) {
+        struct mmk_hugepage_info hi;
+        hp = mmk_hugepage_info(&hi) == 0 && mmk__is_pow2(hi.size) ? hi.size : (size_t)2 << 20;
+        unit = hp;
+    }
+    size_t cap = mmk__align_up(min_capacity, unit);
+    if (!cap || cap > (SIZE_MAX / 4))
+        return -ENOMEM;
+    mmk_ring *r = ring_alloc();
+    if (!r)
+        return -ENOMEM;
+    r->flags = flags & MMK_RING_UNTRUSTED;
+    size_t hsize = page;
+    int rc = -1;
+    if (hp && create_hugetlb(r, cap, hp) > 0) {
+        hsize = hp;
+        r->flags |= MMK_RING_HUGE;
+    } else {
+        int fd;
+        rc = mmk_shm_create("mmkit-ring", cap + hsize, 0, &fd);
+        if (rc < 0)
+            goto fail;
+        r->fd = fd;
+        /* Sealed against resizing, a peer cannot truncate the object under
+         * our mapping (SIGBUS). Without seals (POSIX shm, tmpfile) only a
+         * trusted peer is acceptable. */
+        rc = mmk_shm_seal_size(fd);
+        if (rc == -ENOTSUP && !(flags & MMK_RING_UNTRUSTED))
+            rc = 0;
+        if (rc)
+            goto fail;
+        rc = map_ring(r, cap, hsize, hp);
+        if (rc)
+            goto fail;
+        if (hp && mmk_advise(r->base, 2 * cap, MMK_ADV_HUGEPAGE) == 0)
+            r->flags |= MMK_RING_HUGE_THP;
+    }
+    struct ring_hdr *h = r->hdr;
+    h->version = RING_VERSION;
+    h->endian = RING_ENDIAN;
+    h->capacity = cap;
+    h->hdr_size = (uint32_t)hsize;
+    h->page_size = (uint32_t)page;
+    h->flags = r->flags & MMK_RING_HUGE;
+    atomic_store_explicit((_Atomic uint64_t *)&h->magic, RING_MAGIC, memory_order_release);
+    *out = r;
+    return 0;
+fail:
+    ring_free(r);
+    return rc;
+}
+
+/* Validate a header copy against what fstat says. */
+static int check_header(const struct ring_hdr *h, uint64_t size, size_t hsize, size_t page)
+{
+    if (h->magic != RING_MAGIC || h->endian != RING_ENDIAN || h->version != RING_VERSION)
+        return MMK_EFORMAT;
+    if (h->page_size != page || h->hdr_size != hsize || h->capacity + hsize != size ||
+        !h->capacity || h->capacity % page)
+        return MMK_EFORMAT;
+    return 0;
+}
+
+MMK_API int mmk_ring_attach(int fd, unsigned flags, mmk_ring **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (fd < 0)
+        return -EBADF;
+    if (flags & ~MMK_RING_UNTRUSTED)
+        return -EINVAL;
+    uint64_t size;
+    size_t blk, page = mmk__pagesz();
+    int rc = mmk__os_fd_size(fd, &size, &blk);
+    if (rc)
+        return rc;
+    /* The header is one block at the end: a page, or a huge page on
+     * hugetlbfs (whose block size is the huge page size). */
+    size_t hsize = mmk__is_pow2(blk) && blk > page && blk <= ((size_t)1 << 30) ? blk : page;
+    if (size < (uint64_t)hsize + page || size > SIZE_MAX / 4 || (size - hsize) % page)
+        return MMK_EFORMAT;
+    if (flags & MMK_RING_UNTRUSTED) {
+        int s = mmk_shm_seals(fd);
+        if (s < 0 || !(s & MMK_SEAL_SHRINK))
+            return -ENOTSUP;
+    }
+    /* Look at the header alone before mapping the whole. */
+    void *hm;
+    rc = mmk__os_map_fd(NULL, hsize, MMK_PROT_READ, 1, fd, size - hsize, &hm);
+    if (rc)
+        return rc == -EINVAL || rc == -ENODEV || rc == -EACCES ? MMK_EFORMAT : rc;
+    struct ring_hdr copy;
+    memcpy(&copy, hm, offsetof(struct ring_hdr, head));
+    mmk__os_release(hm, hsize);
+    rc = check_header(&copy, size, hsize, page);
+    if (rc)
+        return rc;
+
+    mmk_ring *r = ring_alloc();
+    if (!r)
+        return -ENOMEM;
+    r->flags = flags;
+    r->fd = mmk__os_dup(fd);
+    if (r->fd < 0) {
+        rc = r->fd;
+        goto fail;
+    }
+    size_t cap = (size_t)(size - hsize);
+    rc = map_ring(r, cap, hsize, hsize > page ? hsize : 0);
+    if (rc)
+        goto fail;
+    if (copy.flags & MMK_RING_HUGE)
+        r->flags |= MMK_RING_HUGE;
+    struct ring_hdr *h = r->hdr;
+    uint64_t hd = atomic_load_explicit(&h->head, memory_order_acquire);
+    uint64_t tl = atomic_load_explicit(&h->tail, memory_order_acquire);
+    if (hd - tl > cap) {
+        rc = MMK_ECORRUPT;
+        goto fail;
+    }
+    r->head = r->head_cache = hd;
+    r->tail = r->tail_cache = tl;
+    r->woff = (size_t)(hd % cap);
+    r->roff = (size_t)(tl % cap);
+    *out = r;
+    return 0;
+fail:
+    ring_free(r);
+    return rc;
+}
+
+MMK_API int mmk_ring_fd(const mmk_ring *r) { return r ? r->fd : -EINVAL; }
+
+MMK_API size_t mmk_ring_capacity(const mmk_ring *r) { return r ? r->cap : 0; }
+
+MMK_API unsigned mmk_ring_flags(const mmk_ring *r) { return r ? r->flags : 0; }
+
+MMK_API void mmk_ring_destroy(mmk_ring *r)
+{
+    if (!r)
+        return;
+    struct ring_hdr *h = r->hdr;
+    unsigned g = gen_now();
+    /* Tell a peer waiting on a side we used that nobody is coming. */
+    if (r->pgen == g) {
+        atomic_store_explicit(&h->prod_gone, 1, memory_order_seq_cst);
+        atomic_store_explicit(&h->rd_waiting, 1, memory_order_relaxed);
+        wake(r, &h->rd_seq, &h->rd_waiting, RD);
+    }
+    if (r->cgen == g) {
+        atomic_store_explicit(&h->cons_gone, 1, memory_order_seq_cst);
+        atomic_store_explicit(&h->wr_waiting, 1, memory_order_relaxed);
+        wake(r, &h->wr_seq, &h->wr_waiting, WR);
+    }
+    ring_free(r);
+}
+
+/* ------------------------------------------------------------ byte spans */
+
+MMK_API ssize_t mmk_ring_write_begin(mmk_ring *r, void **span)
+{
+    if (mmk__unlikely(!r || !span))
+        return -EINVAL;
+    int rc = enter_producer(r);
+    if (mmk__unlikely(rc))
+        return rc;
+    if (mmk__unlikely(write_closed(r)))
+        return -EPIPE;
+    ssize_t fr = prod_free(r, 1);
+    *span = r->data + r->woff;
+    return fr;
+}
+
+MMK_API int mmk_ring_write_commit(mmk_ring *r, size_t n)
+{
+    if (mmk__unlikely(!r))
+        return -EINVAL;
+    int rc = enter_producer(r);
+    if (mmk__unlikely(rc))
+        return rc;
+    if (mmk__unlikely(n > r->cap - (size_t)(r->head - r->tail_cache)))
+        return -EINVAL;
+    if (!n)
+        return 0;
+    r->head += n;
+    r->woff = off_add(r, r->woff, n);
+    publish_head(r);
+    return 0;
+}
+
+MMK_API ssize_t mmk_ring_read_begin(mmk_ring *r, const void **span)
+{
+    if (mmk__unlikely(!r || !span))
+        return -EINVAL;
+    int rc = enter_consumer(r);
+    if (mmk__unlikely(rc))
+        return rc;
+    ssize_t av = cons_avail(r, 1);
+    *span = r->data + r->roff;
+    return av;
+}
+
+MMK_API int mmk_ring_read_commit(mmk_ring *r, size_t n)
+{
+    if (mmk__unlikely(!r))
+        return -EINVAL;
+    int rc = enter_consumer(r);
+    if (mmk__unlikely(rc))
+        return rc;
+    if (mmk__unlikely(n > (size_t)(r->head_cache - r->tail) || r->peek_space))
+        return -EINVAL;
+    if (!n)
+        return 0;
+    r->tail += n;
+    r->roff = off_add(r, r->roff, n);
+    publish_tail(r);
+    return 0;
+}
+
+/* --------------------------------------------------------------- waiting */
+
+static int64_t remaining_ns(uint64_t deadline)
+{
+    uint64_t now = mmk__os_now_ns();
+    return now >= deadline ? 0 : (int64_t)(deadline - now);
+}
+
+/* Has the process on the other side of `slot` died? RD: the producer. */
+static int peer_dead(mmk_ring *r, int slot)
+{
+    int pid = atomic_load_explicit(slot == RD ? &r->hdr->prod_pid : &r->hdr->cons_pid,
+                                   memory_order_relaxed);
+    if (pid <= 0 || pid == mmk__os_getpid())
+        return 0;
+    if (pid != r->peer_pid[slot]) {
+        mmk__os_pid_close(r->peer_h[slot]);
+        r->peer_h[slot] = mmk__os_pid_open(pid);
+        r->peer_pid[slot] = pid;
+        if (r->peer_h[slot] == -ESRCH) {
+            r->peer_h[slot] = -1;
+            return 1;
+        }
+    }
+    return mmk__os_pid_exited(r->peer_h[slot], pid);
+}
+
+/* ready(r, min) > 0 when the condition holds, 0 when not, < 0 on error. */
+typedef int (*ready_fn)(mmk_ring *r, size_t min);
+
+static int ready_read(mmk_ring *r, size_t min)
+{
+    ssize_t av = cons_avail(r, min);
+    if (av < 0)
+        return (int)av;
+    if ((size_t)av >= min)
+        return 1;
+    if (read_closed(r)) {
+        /* closed is stored after the last head: look once more */
+        av = cons_avail(r, min);
+        return av < 0 ? (int)av : (size_t)av >= min ? 1 : -EPIPE;
+    }
+    return 0;
+}
+
+static int ready_write(mmk_ring *r, size_t min)
+{
+    if (write_closed(r))
+        return -EPIPE;
+    ssize_t fr = prod_free(r, min);
+    if (fr < 0)
+        return (int)fr;
+    return (size_t)fr >= min;
+}
+
+static int wait_for(mmk_ring *r, size_t min, int timeout_ms, int slot)
+{
+    struct ring_hdr *h = r->hdr;
+    _Atomic uint32_t *seq = slot == RD ? &h->rd_seq : &h->wr_seq;
+    _Atomic uint32_t *waiting = slot == RD ? &h->rd_waiting : &h->wr_waiting;
+    ready_fn ready = slot == RD ? ready_read : ready_write;
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
+                                       : mmk__os_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    for (;;) {
+        int rc = ready(r, min);
+        if (rc)
+            return rc > 0 ? 0 : rc;
+        int64_t left = timeout_ms < 0 ? SLICE_NS : remaining_ns(deadline);
+        if (!left)
+            return -ETIMEDOUT;
+        uint32_t s = atomic_load_explicit(seq, memory_order_seq_cst);
+        atomic_store_explicit(waiting, 1, memory_order_seq_cst);
+        rc = ready(r, min);
+        if (rc) {
+            atomic_store_explicit(waiting, 0, memory_order_relaxed);
+            return rc > 0 ? 0 : rc;
+        }
+        rc = mmk__os_futex_wait((uint32_t *)seq, s, left < SLICE_NS ? left : SLICE_NS);
+        if (rc == -ETIMEDOUT && peer_dead(r, slot)) {
+            rc = ready(r, min);
+            return rc > 0 ? 0 : rc < 0 ? rc : -ECONNRESET;
+        }
+        if (atomic_load_explicit(&r->broken, memory_order_relaxed))
+            return MMK_ECORRUPT;
+    }
+}
+
+MMK_API int mmk_ring_wait_readable(mmk_ring *r, size_t min_bytes, int timeout_ms)
+{
+    if (!r)
+        return -EINVAL;
+    int rc = enter_consumer(r);
+    if (rc)
+        return rc;
+    if (!min_bytes)
+        min_bytes = 1;
+    if (min_bytes > r->cap)
+        return -EINVAL;
+    return wait_for(r, min_bytes, timeout_ms, RD);
+}
+
+MMK_API int mmk_ring_wait_writable(mmk_ring *r, size_t min_bytes, int timeout_ms)
+{
+    if (!r)
+        return -EINVAL;
+    int rc = enter_producer(r);
+    if (rc)
+        return rc;
+    if (!min_bytes)
+        min_bytes = 1;
+    if (min_bytes > r->cap)
+        return -EINVAL;
+    return wait_for(r, min_bytes, timeout_ms, WR);
+}
+
+MMK_API int mmk_ring_close_write(mmk_ring *r)
+{
+    if (!r)
+        return -EINVAL;
+    struct ring_hdr *h = r->hdr;
+    atomic_store_explicit(&h->closed, 1, memory_order_seq_cst);
+    atomic_store_explicit(&h->rd_waiting, 1, memory_order_seq_cst);
+    wake(r, &h->rd_seq, &h->rd_waiting, RD);
+    return 0;
+}
+
+/* --------------------------------------------------------- copy helpers */
+
+static int ms_left(int timeout_ms, uint64_t deadline)
+{
+    if (timeout_ms < 0)
+        return -1;
+    int64_t ns = remaining_ns(deadline);
+    return (int)((ns + 999999) / 1000000);
+}
+
+MMK_API ssize_t mmk_ring_write(mmk_ring *r, const void *buf, size_t n, int timeout_ms)
+{
+    if (!r || (!buf && n))
+        return -EINVAL;
+    uint64_t deadline = mmk__os_now_ns() + (timeout_ms > 0 ? (uint64_t)timeout_ms * 1000000u : 0);
+    size_t done = 0;
+    while (done < n) {
+        int rc = enter_producer(r);
+        if (rc)
+            return done ? (ssize_t)done : rc;
+        if (write_closed(r))
+            return done ? (ssize_t)done : -EPIPE;
+        ssize_t fr = prod_free(r, n - done < r->cap ? n - done : r->cap);
+        if (fr < 0)
+            return done ? (ssize_t)done : fr;
+        if (fr == 0) {
+            size_t want = n - done < r->cap / 4 ? n - done : r->cap / 4;
+            rc = mmk_ring_wait_writable(r, want ? want : 1, ms_left(timeout_ms, deadline));
+            if (rc)
+                return done ? (ssize_t)done : rc;
+            continue;
+        }
+        size_t k = (size_t)fr < n - done ? (size_t)fr : n - done;
+        memcpy(r->data + r->woff, (const char *)buf + done, k);
+        r->head += k;
+        r->woff = off_add(r, r->woff, k);
+        publish_head(r);
+        done += k;
+    }
+    return (ssize_t)done;
+}
+
+MMK_API ssize_t mmk_ring_read(mmk_ring *r, void *buf, size_t n, int timeout_ms)
+{
+    if (!r || (!buf && n))
+        return -EINVAL;
+    if (!n)
+        return 0;
+    int rc = mmk_ring_wait_readable(r, 1, timeout_ms);
+    if (rc)
+        return rc;
+    ssize_t av = cons_avail(r, n);
+    if (av < 0)
+        return av;
+    size_t k = (size_t)av < n ? (size_t)av : n;
+    memcpy(buf, r->data + r->roff, k);
+    r->tail += k;
+    r->roff = off_add(r, r->roff, k);
+    publish_tail(r);
+    return (ssize_t)k;
+}
+
+/* ---------------------------------------------------------------- events */
+
+MMK_API int mmk_ring_eventfd(mmk_ring *r, unsigned which)
+{
+    if (!r || (which != MMK_RING_READABLE && which != MMK_RING_WRITABLE))
+        return -EINVAL;
+    int slot = which == MMK_RING_READABLE ? RD : WR;
+    int e = atomic_load(&r->efd[slot]);
+    if (e >= 0)
+        return e;
+    e = mmk__os_event_create();
+    if (e < 0)
+        return e;
+    int expect = -1;
+    if (!atomic_compare_exchange_strong(&r->efd[slot], &expect, e)) {
+        mmk__os_close(e);
+        return expect;
+    }
+    return e;
+}
+
+MMK_API int mmk_ring_set_eventfd(mmk_ring *r, unsigned which, int efd)
+{
+    if (!r || efd < 0 || (which != MMK_RING_READABLE && which != MMK_RING_WRITABLE))
+        return -EINVAL;
+    int d = mmk__os_dup(efd);
+    if (d < 0)
+        return d;
+    int old = atomic_exchange(&r->efd[which == MMK_RING_READABLE ? RD : WR], d);
+    mmk__os_close(old);
+    return 0;
+}
+
+MMK_API int mmk_ring_poll_prepare(mmk_ring *r, unsigned which)
+{
+    if (!r || (which != MMK_RING_READABLE && which != MMK_RING_WRITABLE))
+        return -EINVAL;
+    int rd = which == MMK_RING_READABLE;
+    int rc = rd ? enter_consumer(r) : enter_producer(r);
+    if (rc)
+        return rc;
+    ready_fn ready = rd ? ready_read : ready_write;
+    rc = ready(r, 1);
+    if (rc)
+        return rc < 0 && rc != -EPIPE ? rc : 1;
+    atomic_store_explicit(rd ? &r->hdr->rd_waiting : &r->hdr->wr_waiting, 1,
+                          memory_order_seq_cst);
+    rc = ready(r, 1);
+    return rc ? (rc < 0 && rc != -EPIPE ? rc : 1) : 0;
+}
+
+/* --------------------------------------------------------------- records */
+
+static inline size_t rec_space(size_t len) { return REC_HDR + ((len + 7) & ~(size_t)7); }
+
+MMK_API size_t mmk_ring_record_space(size_t len)
+{
+    return len > UINT32_MAX ? SIZE_MAX : rec_space(len);
+}
+
+MMK_API int mmk_ring_rec_reserve(mmk_ring *r, size_t len, void **rec)
+{
+    if (mmk__unlikely(!r || !rec))
+        return -EINVAL;
+    int rc = enter_producer(r);
+    if (mmk__unlikely(rc))
+        return rc;
+    if (mmk__unlikely(r->rsv_open))
+        return -EBUSY;
+    if (mmk__unlikely(len > UINT32_MAX || rec_space(len) > r->cap))
+        return -EMSGSIZE;
+    if (mmk__unlikely(write_closed(r)))
+        return -EPIPE;
+    size_t need = rec_space(len);
+    ssize_t fr = prod_free(r, need);
+    if (mmk__unlikely(fr < 0))
+        return (int)fr;
+    if ((size_t)fr < need)
+        return -EAGAIN;
+    r->rsv_open = 1;
+    r->rsv_len = len;
+    *rec = r->data + r->woff + REC_HDR;
+    return 0;
+}
+
+MMK_API int mmk_ring_rec_commit(mmk_ring *r, size_t len)
+{
+    if (mmk__unlikely(!r || !r->rsv_open || len > r->rsv_len))
+        return -EINVAL;
+    /* Header: length, and length ^ REC_CHECK, as one 64-bit word. */
+    *(uint64_t *)(void *)(r->data + r->woff) = (uint64_t)len | (uint64_t)(len ^ REC_CHECK) << 32;
+    size_t sp = rec_space(len);
+    r->rsv_open = 0;
+    r->head += sp;
+    r->woff = off_add(r, r->woff, sp);
+    publish_head(r);
+    return 0;
+}
+
+MMK_API int mmk_ring_rec_discard(mmk_ring *r)
+{
+    if (!r || !r->rsv_open)
+        return -EINVAL;
+    r->rsv_open = 0;
+    return 0;
+}
+
+MMK_API ssize_t mmk_ring_rec_peek(mmk_ring *r, const void **rec)
+{
+    if (mmk__unlikely(!r || !rec))
+        return -EINVAL;
+    int rc = enter_consumer(r);
+    if (mmk__unlikely(rc))
+        return rc;
+    ssize_t av = cons_avail(r, r->peek_space ? r->peek_space : REC_HDR);
+    if (mmk__unlikely(av < 0))
+        return av;
+    if ((size_t)av < REC_HDR)
+        return -EAGAIN;
+    /* One volatile load: a hostile peer may rewrite the header meanwhile,
+     * and we must judge and use the same value. */
+    uint64_t w = *(volatile const uint64_t *)(const void *)(r->data + r->roff);
+    uint32_t len = (uint32_t)w, chk = (uint32_t)(w >> 32);
+    size_t sp = rec_space(len);
+    if (mmk__unlikely(chk != (len ^ REC_CHECK) || sp > (size_t)av))
+        return corrupt(r);
+    r->peek_space = sp;
+    *rec = r->data + r->roff + REC_HDR;
+    return (ssize_t)len;
+}
+
+MMK_API int mmk_ring_rec_release(mmk_ring *r)
+{
+    if (mmk__unlikely(!r || !r->peek_space))
+        return -EINVAL;
+    r->tail += r->peek_space;
+    r->roff = off_add(r, r->roff, r->peek_space);
+    r->peek_space = 0;
+    publish_tail(r);
+    return 0;
+}

@@ -1,0 +1,425 @@
+/* ring.h in one thread: setup and validation, spans across the end,
+ * refusals, records, end of stream, timeouts, huge pages, sealing, events. */
+#include <fcntl.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#include <mmkit/mmkit.h>
+#include "testutil.h"
+
+static size_t page;
+
+static void test_errors(void)
+{
+    mmk_ring *r = (mmk_ring *)1;
+    CHECK_EQ(mmk_ring_create(0, 0, &r), -EINVAL);
+    CHECK(r == NULL);
+    CHECK_EQ(mmk_ring_create(4096, 0, NULL), -EINVAL);
+    CHECK_EQ(mmk_ring_create(4096, 0x100, &r), -EINVAL);
+    CHECK(mmk_ring_create(SIZE_MAX, 0, &r) < 0);
+    CHECK(mmk_ring_create(SIZE_MAX / 2, 0, &r) < 0);
+    CHECK_EQ(mmk_ring_attach(-1, 0, &r), -EBADF);
+    CHECK_EQ(mmk_ring_attach(0, 0, NULL), -EINVAL);
+    CHECK_EQ(mmk_ring_fd(NULL), -EINVAL);
+    CHECK_EQ(mmk_ring_capacity(NULL), 0);
+    mmk_ring_destroy(NULL);
+    void *s;
+    const void *cs;
+    CHECK_EQ(mmk_ring_write_begin(NULL, &s), -EINVAL);
+    CHECK_EQ(mmk_ring_read_begin(NULL, &cs), -EINVAL);
+    CHECK_EQ(mmk_ring_write_commit(NULL, 1), -EINVAL);
+    CHECK_EQ(mmk_ring_read_commit(NULL, 1), -EINVAL);
+    CHECK_EQ(mmk_ring_wait_readable(NULL, 1, 0), -EINVAL);
+    CHECK_EQ(mmk_ring_close_write(NULL), -EINVAL);
+
+    /* Not a ring: an empty memfd, a memfd of garbage, a pipe. */
+    int fd;
+    CHECK_OK(mmk_shm_create("t", 0, 0, &fd));
+    CHECK_EQ(mmk_ring_attach(fd, 0, &r), MMK_EFORMAT);
+    CHECK_EQ(ftruncate(fd, (off_t)(4 * page)), 0);
+    CHECK_EQ(mmk_ring_attach(fd, 0, &r), MMK_EFORMAT);
+    close(fd);
+    int p[2];
+    CHECK_EQ(pipe(p), 0);
+    CHECK(mmk_ring_attach(p[0], 0, &r) < 0);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void test_capacity_and_mirror(void)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(1, 0, &r));
+    CHECK_EQ(mmk_ring_capacity(r), page);
+    mmk_ring_destroy(r);
+    /* Three pages: not a power of two. */
+    CHECK_OK(mmk_ring_create(3 * page - 100, 0, &r));
+    size_t cap = mmk_ring_capacity(r);
+    CHECK_EQ(cap, 3 * page);
+    void *w;
+    const void *rd;
+    /* Advance to 100 bytes before the end, then write across it. */
+    CHECK_EQ(mmk_ring_write_begin(r, &w), (ssize_t)cap);
+    CHECK_OK(mmk_ring_write_commit(r, cap - 100));
+    CHECK_EQ(mmk_ring_read_begin(r, &rd), (ssize_t)(cap - 100));
+    CHECK_OK(mmk_ring_read_commit(r, cap - 100));
+    CHECK_EQ(mmk_ring_write_begin(r, &w), 100); /* cached: the producer saw 100 free */
+    CHECK_OK(mmk_ring_wait_writable(r, cap, 0));
+    CHECK_EQ(mmk_ring_write_begin(r, &w), (ssize_t)cap);
+    for (size_t i = 0; i < 300; i++)
+        ((unsigned char *)w)[i] = (unsigned char)i;
+    CHECK_OK(mmk_ring_write_commit(r, 300));
+    CHECK_EQ(mmk_ring_read_begin(r, &rd), 300);
+    CHECK(rd == w);
+    for (size_t i = 0; i < 300; i++)
+        CHECK_EQ(((const unsigned char *)rd)[i], (unsigned char)i);
+    /* The mirror: byte 100 of the span is byte 0 of the ring. */
+    const unsigned char *start = (const unsigned char *)rd + 100 - cap;
+    CHECK_EQ(start[0], 100);
+    CHECK_OK(mmk_ring_read_commit(r, 300));
+    mmk_ring_destroy(r);
+}
+
+/* Over-commit and over-consume are refused and change nothing. */
+static void test_refusals(void)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(page, 0, &r));
+    void *w;
+    const void *rd;
+    CHECK_EQ(mmk_ring_write_begin(r, &w), (ssize_t)page);
+    CHECK_EQ(mmk_ring_write_commit(r, page + 1), -EINVAL);
+    CHECK_EQ(mmk_ring_read_commit(r, 1), -EINVAL);
+    CHECK_OK(mmk_ring_write_commit(r, 10));
+    CHECK_EQ(mmk_ring_write_commit(r, page - 9), -EINVAL);
+    CHECK_EQ(mmk_ring_read_begin(r, &rd), 10);
+    CHECK_EQ(mmk_ring_read_commit(r, 11), -EINVAL);
+    CHECK_OK(mmk_ring_read_commit(r, 0));
+    CHECK_OK(mmk_ring_read_commit(r, 10));
+    CHECK_EQ(mmk_ring_read_begin(r, &rd), 0);
+    CHECK_EQ(mmk_ring_write_commit(r, page), -EINVAL); /* only page-10 were offered */
+    CHECK_OK(mmk_ring_wait_writable(r, page, 0));
+    CHECK_OK(mmk_ring_write_commit(r, page));
+    CHECK_EQ(mmk_ring_write_begin(r, &w), 0); /* full */
+    CHECK_EQ(mmk_ring_write_commit(r, 1), -EINVAL);
+    CHECK_EQ(mmk_ring_wait_writable(r, page + 1, 0), -EINVAL);
+    CHECK_EQ(mmk_ring_wait_readable(r, page + 1, 0), -EINVAL);
+    mmk_ring_destroy(r);
+}
+
+/* Random span sizes, wrapping many times, every byte checked. */
+static void test_wrap_random(void)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(3 * page, 0, &r));
+    size_t cap = mmk_ring_capacity(r);
+    uint64_t seed = 42, wpos = 0, rpos = 0;
+    long iters = test_scaled(200000);
+    for (long it = 0; it < iters; it++) {
+        void *w;
+        ssize_t fr = mmk_ring_write_begin(r, &w);
+        CHECK(fr >= 0 && (size_t)fr <= cap - (size_t)(wpos - rpos));
+        if (fr == 0)
+            CHECK_EQ(wpos - rpos, cap);
+        if (fr) {
+            size_t n = (size_t)(test_rand(&seed) % (size_t)fr) + 1;
+            for (size_t i = 0; i < n; i++)
+                ((unsigned char *)w)[i] = (unsigned char)((wpos + i) * 7 + ((wpos + i) >> 11));
+            CHECK_OK(mmk_ring_write_commit(r, n));
+            wpos += n;
+        }
+        const void *rd;
+        ssize_t av = mmk_ring_read_begin(r, &rd);
+        CHECK(av >= 0 && av <= (ssize_t)(wpos - rpos));
+        if (av == 0)
+            CHECK_EQ(wpos, rpos);
+        if (av) {
+            size_t n = (size_t)(test_rand(&seed) % (size_t)av) + 1;
+            for (size_t i = 0; i < n; i++)
+                if (((const unsigned char *)rd)[i] !=
+                    (unsigned char)((rpos + i) * 7 + ((rpos + i) >> 11))) {
+                    fprintf(stderr, "mismatch at stream byte %llu\n",
+                            (unsigned long long)(rpos + i));
+                    exit(1);
+                }
+            CHECK_OK(mmk_ring_read_commit(r, n));
+            rpos += n;
+        }
+    }
+    CHECK(wpos > 20 * cap);
+    mmk_ring_destroy(r);
+}
+
+static void test_records(void)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(page, 0, &r));
+    void *p;
+    const void *q;
+    CHECK_EQ(mmk_ring_rec_peek(r, &q), -EAGAIN);
+    CHECK_EQ(mmk_ring_rec_release(r), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_commit(r, 0), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_discard(r), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_reserve(r, page, &p), -EMSGSIZE);
+    CHECK_EQ(mmk_ring_rec_reserve(r, (size_t)1 << 33, &p), -EMSGSIZE);
+    CHECK_EQ(mmk_ring_record_space(1), 16);
+    CHECK_EQ(mmk_ring_record_space(0), 8);
+    /* reserve, shrink at commit, discard */
+    CHECK_OK(mmk_ring_rec_reserve(r, 100, &p));
+    CHECK_EQ(mmk_ring_rec_reserve(r, 1, &p), -EBUSY);
+    memcpy(p, "hello", 5);
+    CHECK_EQ(mmk_ring_rec_commit(r, 101), -EINVAL);
+    CHECK_OK(mmk_ring_rec_commit(r, 5));
+    CHECK_OK(mmk_ring_rec_reserve(r, 50, &p));
+    CHECK_OK(mmk_ring_rec_discard(r));
+    CHECK_OK(mmk_ring_rec_reserve(r, 0, &p));
+    CHECK_OK(mmk_ring_rec_commit(r, 0));
+    CHECK_EQ(mmk_ring_rec_peek(r, &q), 5);
+    CHECK(!memcmp(q, "hello", 5));
+    CHECK_EQ(mmk_ring_rec_peek(r, &q), 5); /* peek again: same record */
+    CHECK_OK(mmk_ring_rec_release(r));
+    CHECK_EQ(mmk_ring_rec_peek(r, &q), 0);
+    CHECK_OK(mmk_ring_rec_release(r));
+    CHECK_EQ(mmk_ring_rec_peek(r, &q), -EAGAIN);
+
+    /* Records of random sizes, crossing the end many times, each one in
+     * place and contiguous. */
+    uint64_t seed = 7, wn = 0, rn = 0;
+    int straddled = 0;
+    size_t cap = mmk_ring_capacity(r);
+    const char *data0 = NULL;
+    for (long it = 0; it < test_scaled(100000); it++) {
+        size_t len = (size_t)(test_rand(&seed) % 700);
+        int rc = mmk_ring_rec_reserve(r, len, &p);
+        if (rc == 0) {
+            for (size_t i = 0; i < len; i++)
+                ((unsigned char *)p)[i] = (unsigned char)(wn + i);
+            CHECK_OK(mmk_ring_rec_commit(r, len));
+            wn++;
+        } else {
+            CHECK_EQ(rc, -EAGAIN);
+        }
+        if (test_rand(&seed) % 3 == 0)
+            continue;
+        ssize_t l = mmk_ring_rec_peek(r, &q);
+        if (l == -EAGAIN)
+            continue;
+        CHECK(l >= 0);
+        if (!data0 || (const char *)q - 8 < data0)
+            data0 = (const char *)q - 8;
+        if ((const char *)q + l > data0 + cap)
+            straddled = 1;
+        for (ssize_t i = 0; i < l; i++)
+            CHECK_EQ(((const unsigned char *)q)[i], (unsigned char)(rn + (size_t)i));
+        CHECK_OK(mmk_ring_rec_release(r));
+        rn++;
+    }
+    CHECK(rn > 1000);
+    (void)straddled;
+    mmk_ring_destroy(r);
+}
+
+static void test_close_and_copy(void)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(page, 0, &r));
+    char buf[8192];
+    memset(buf, 'x', sizeof buf);
+    CHECK_EQ(mmk_ring_write(r, "abcdef", 6, 0), 6);
+    /* More than fits without waiting: a partial write, then a timeout. */
+    CHECK_EQ(mmk_ring_write(r, buf, sizeof buf, 0), (ssize_t)(page - 6));
+    CHECK_EQ(mmk_ring_write(r, buf, 1, 0), -ETIMEDOUT);
+    CHECK_EQ(mmk_ring_read(r, buf, 3, 0), 3);
+    CHECK(!memcmp(buf, "abc", 3));
+    CHECK_OK(mmk_ring_close_write(r));
+    CHECK_OK(mmk_ring_close_write(r));
+    void *w;
+    CHECK_EQ(mmk_ring_write_begin(r, &w), -EPIPE);
+    CHECK_EQ(mmk_ring_write(r, "z", 1, 100), -EPIPE);
+    CHECK_EQ(mmk_ring_wait_writable(r, 1, 100), -EPIPE);
+    /* The reader drains, then gets -EPIPE without waiting. */
+    CHECK_OK(mmk_ring_wait_readable(r, 1, -1));
+    CHECK_EQ(mmk_ring_wait_readable(r, page, 1000), -EPIPE);
+    size_t got = 0;
+    ssize_t n;
+    while ((n = mmk_ring_read(r, buf, 1000, -1)) > 0)
+        got += (size_t)n;
+    CHECK_EQ(n, -EPIPE);
+    CHECK_EQ(got, page - 3);
+    CHECK_EQ(mmk_ring_wait_readable(r, 1, -1), -EPIPE);
+    mmk_ring_destroy(r);
+}
+
+static void test_timeouts(void)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(page, 0, &r));
+    double t0 = now_sec();
+    CHECK_EQ(mmk_ring_wait_readable(r, 1, 0), -ETIMEDOUT);
+    CHECK_EQ(mmk_ring_wait_readable(r, 1, 120), -ETIMEDOUT);
+    double dt = now_sec() - t0;
+    CHECK(dt >= 0.11 && dt < 2.0);
+    CHECK_OK(mmk_ring_wait_writable(r, page, 0));
+    CHECK_EQ(mmk_ring_write(r, "abc", 3, 0), 3);
+    CHECK_OK(mmk_ring_wait_readable(r, 3, 0));
+    t0 = now_sec();
+    CHECK_EQ(mmk_ring_wait_readable(r, 4, 50), -ETIMEDOUT);
+    CHECK_EQ(mmk_ring_wait_writable(r, page, 50), -ETIMEDOUT);
+    CHECK(now_sec() - t0 >= 0.09);
+    mmk_ring_destroy(r);
+}
+
+static void test_huge(void)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(100, MMK_RING_HUGE, &r));
+    unsigned f = mmk_ring_flags(r);
+    size_t cap = mmk_ring_capacity(r);
+    CHECK(cap % ((size_t)2 << 20) == 0);
+    printf("huge ring: capacity %zu, %s\n", cap,
+           (f & MMK_RING_HUGE) ? "hugetlb pages" :
+           (f & MMK_RING_HUGE_THP) ? "fell back to THP advice" : "fell back to base pages");
+    CHECK(!((f & MMK_RING_HUGE) && (f & MMK_RING_HUGE_THP)));
+    CHECK_EQ(mmk_ring_write(r, "huge", 4, 0), 4);
+    /* A second handle on it (attach derives the layout from the fd). */
+    mmk_ring *b;
+    CHECK_OK(mmk_ring_attach(mmk_ring_fd(r), 0, &b));
+    CHECK_EQ(mmk_ring_capacity(b), cap);
+    char buf[8];
+    CHECK_EQ(mmk_ring_read(b, buf, sizeof buf, 0), 4);
+    CHECK(!memcmp(buf, "huge", 4));
+    mmk_ring_destroy(b);
+    mmk_ring_destroy(r);
+}
+
+static void test_seal_and_untrusted_backends(void)
+{
+    mmk_ring *r, *b;
+    CHECK_OK(mmk_ring_create(page, MMK_RING_UNTRUSTED, &r));
+    CHECK_EQ(mmk_ring_flags(r), MMK_RING_UNTRUSTED);
+    int fd = mmk_ring_fd(r);
+    int s = mmk_shm_seals(fd);
+    CHECK(s >= 0 && (s & MMK_SEAL_SHRINK) && (s & MMK_SEAL_GROW));
+    CHECK(ftruncate(fd, 0) != 0); /* a peer cannot truncate it */
+    CHECK_OK(mmk_ring_attach(fd, MMK_RING_UNTRUSTED, &b));
+    mmk_ring_destroy(b);
+    mmk_ring_destroy(r);
+
+    /* Backends without seals: fine for a trusted peer, refused otherwise. */
+    setenv("MMK_SHM_BACKEND", "posix", 1);
+    CHECK_EQ(mmk_ring_create(page, MMK_RING_UNTRUSTED, &r), -ENOTSUP);
+    CHECK_OK(mmk_ring_create(page, 0, &r));
+    CHECK_EQ(mmk_ring_attach(mmk_ring_fd(r), MMK_RING_UNTRUSTED, &b), -ENOTSUP);
+    CHECK_OK(mmk_ring_attach(mmk_ring_fd(r), 0, &b));
+    mmk_ring_destroy(b);
+    mmk_ring_destroy(r);
+    setenv("MMK_SHM_BACKEND", "tmpfile", 1);
+    CHECK_OK(mmk_ring_create(page, 0, &r));
+    CHECK_EQ(mmk_ring_write(r, "t", 1, 0), 1);
+    mmk_ring_destroy(r);
+    unsetenv("MMK_SHM_BACKEND");
+}
+
+/* Attach validates the header: bad magic, version or capacity. */
+static void test_attach_validation(void)
+{
+    mmk_ring *r, *b;
+    CHECK_OK(mmk_ring_create(2 * page, 0, &r));
+    int fd = mmk_ring_fd(r);
+    size_t cap = mmk_ring_capacity(r);
+    uint64_t v, old;
+    CHECK_EQ(pread(fd, &old, 8, (off_t)cap), 8);
+    v = old ^ 1;
+    CHECK_EQ(pwrite(fd, &v, 8, (off_t)cap), 8);
+    CHECK_EQ(mmk_ring_attach(fd, 0, &b), MMK_EFORMAT);
+    CHECK_EQ(pwrite(fd, &old, 8, (off_t)cap), 8);
+    uint32_t ver = 99, oldver;
+    CHECK_EQ(pread(fd, &oldver, 4, (off_t)cap + 8), 4);
+    CHECK_EQ(pwrite(fd, &ver, 4, (off_t)cap + 8), 4);
+    CHECK_EQ(mmk_ring_attach(fd, 0, &b), MMK_EFORMAT);
+    CHECK_EQ(pwrite(fd, &oldver, 4, (off_t)cap + 8), 4);
+    uint64_t badcap = cap + page;
+    CHECK_EQ(pwrite(fd, &badcap, 8, (off_t)cap + 16), 8);
+    CHECK_EQ(mmk_ring_attach(fd, 0, &b), MMK_EFORMAT);
+    CHECK_EQ(pwrite(fd, &cap, 8, (off_t)cap + 16), 8);
+    CHECK_OK(mmk_ring_attach(fd, 0, &b));
+    mmk_ring_destroy(b);
+    /* Positions that cannot be: head more than capacity ahead of tail. */
+    uint64_t head = 5 * cap;
+    CHECK_EQ(pwrite(fd, &head, 8, (off_t)cap + 128), 8);
+    CHECK_EQ(mmk_ring_attach(fd, MMK_RING_UNTRUSTED, &b), MMK_ECORRUPT);
+    mmk_ring_destroy(r);
+}
+
+/* The peer destroys its handle while we are attached: our mapping stays,
+ * we drain what it wrote and then learn it is gone. */
+static void test_destroy_with_peer(void)
+{
+    mmk_ring *a, *b;
+    CHECK_OK(mmk_ring_create(page, 0, &a));
+    CHECK_OK(mmk_ring_attach(mmk_ring_fd(a), 0, &b));
+    CHECK_EQ(mmk_ring_write(a, "bye", 3, 0), 3);
+    mmk_ring_destroy(a);
+    char buf[4];
+    CHECK_EQ(mmk_ring_read(b, buf, 4, 1000), 3);
+    CHECK(!memcmp(buf, "bye", 3));
+    CHECK_EQ(mmk_ring_wait_readable(b, 1, 1000), -EPIPE);
+    mmk_ring_destroy(b);
+
+    /* The other way: the consumer leaves, the producer gets -EPIPE. */
+    CHECK_OK(mmk_ring_create(page, 0, &a));
+    CHECK_OK(mmk_ring_attach(mmk_ring_fd(a), 0, &b));
+    CHECK_EQ(mmk_ring_write(a, "x", 1, 0), 1);
+    CHECK_EQ(mmk_ring_read(b, buf, 1, 0), 1);
+    mmk_ring_destroy(b);
+    CHECK_EQ(mmk_ring_write(a, "y", 1, 1000), -EPIPE);
+    CHECK_EQ(mmk_ring_wait_writable(a, 1, 1000), -EPIPE);
+    mmk_ring_destroy(a);
+}
+
+static void test_eventfd(void)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(page, 0, &r));
+    CHECK_EQ(mmk_ring_eventfd(r, 3), -EINVAL);
+    int e = mmk_ring_eventfd(r, MMK_RING_READABLE);
+    CHECK(e >= 0);
+    CHECK_EQ(mmk_ring_eventfd(r, MMK_RING_READABLE), e);
+    struct pollfd p = {e, POLLIN, 0};
+    CHECK_EQ(mmk_ring_poll_prepare(r, MMK_RING_READABLE), 0);
+    CHECK_EQ(poll(&p, 1, 0), 0);
+    CHECK_EQ(mmk_ring_write(r, "e", 1, 0), 1);
+    CHECK_EQ(poll(&p, 1, 0), 1);
+    uint64_t cnt;
+    CHECK_EQ(read(e, &cnt, 8), 8);
+    CHECK_EQ(mmk_ring_poll_prepare(r, MMK_RING_READABLE), 1); /* data: don't sleep */
+    /* Without prepare, no signal: the hot path makes no system call. */
+    char c;
+    CHECK_EQ(mmk_ring_read(r, &c, 1, 0), 1);
+    CHECK_EQ(mmk_ring_write(r, "f", 1, 0), 1);
+    CHECK_EQ(poll(&p, 1, 0), 0);
+    int w = mmk_ring_eventfd(r, MMK_RING_WRITABLE);
+    CHECK(w >= 0 && w != e);
+    CHECK_EQ(mmk_ring_poll_prepare(r, MMK_RING_WRITABLE), 1);
+    mmk_ring_destroy(r);
+}
+
+int main(void)
+{
+    page = mmk_page_size();
+    test_errors();
+    test_capacity_and_mirror();
+    test_refusals();
+    test_wrap_random();
+    test_records();
+    test_close_and_copy();
+    test_timeouts();
+    test_huge();
+    test_seal_and_untrusted_backends();
+    test_attach_validation();
+    test_destroy_with_peer();
+    test_eventfd();
+    printf("ring: ok\n");
+    return 0;
+}
