@@ -21,6 +21,12 @@ int mmk__copy_guarded(void *dst, const void *src, size_t n);  /* src may fault *
 int mmk__store_guarded(void *dst, const void *src, size_t n); /* dst may fault */
 int mmk__load_u32_guarded(const void *src, uint32_t *out);
 int mmk__load_u64_guarded(const void *src, uint64_t *out);
+int mmk__store_u32_guarded(void *dst, uint32_t v);             /* dst may fault */
+int mmk__store_u64_guarded(void *dst, uint64_t v);
+
+/* The error a fault of this signal and si_code becomes: -EIO for
+ * BUS_MCEERR_AR/AO and BUS_OBJERR, else -EFAULT. */
+int mmk__fault_error(int sig, int si_code);
 
 /* Range claims. A fault (SIGSEGV or SIGBUS) whose address lies in a claimed
  * range calls fn(ctx, addr, sig, si_code, is_write) in signal context: fn
@@ -32,6 +38,8 @@ int mmk__load_u64_guarded(const void *src, uint64_t *out);
  * Returns a claim id >= 0, or -ENOSPC when the table is full. */
 typedef int (*mmk__fault_fn)(void *ctx, void *addr, int sig, int si_code, int is_write);
 int mmk__fault_claim(void *addr, size_t len, mmk__fault_fn fn, void *ctx);
+/* Ends a claim. When it returns no handler is inside fn any more, so ctx
+ * may be freed. Must not be called from fn itself. */
 void mmk__fault_unclaim(int id);
 
 #endif

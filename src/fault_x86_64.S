@@ -1,0 +1,208 @@
+/* Guarded memory routines for x86-64 (System V ABI), the exception-table half
+ * of the fault layer (src/fault.c has the other half, the signal handler).
+ *
+ * Every routine here is a leaf: it never touches the stack, so at any
+ * instruction a plain `ret` returns to its caller. Before its first access to
+ * the memory that may fault, each routine puts the guarded range in r8 (start)
+ * and r9 (end). When SIGSEGV/SIGBUS hits with the PC inside
+ * [mmk__fault_text_start, mmk__fault_text_end) and the faulting address inside
+ * [r8, r9), the handler sets rax to -EFAULT or -EIO and moves the PC to
+ * mmk__fault_fixup, a `ret`. A fault on the other operand (the caller's own
+ * buffer) is not ours and goes on to the previous handler.
+ *
+ * Loads never reach outside [src, src+n): small sizes use overlapping
+ * accesses from both ends instead of reading a whole word past the end. */
+#if defined(__x86_64__) && !defined(MMK_FAULT_FORCE_PORTABLE)
+
+#define COPY_REP_THRESHOLD 1024
+
+        .text
+        .p2align 6
+        .globl mmk__fault_text_start
+        .hidden mmk__fault_text_start
+mmk__fault_text_start:
+
+/* int mmk__x86_copy(void *dst, const void *src, size_t n): src may fault. */
+        .globl mmk__x86_copy
+        .hidden mmk__x86_copy
+        .type mmk__x86_copy, @function
+mmk__x86_copy:
+        mov     %rsi, %r8
+        lea     (%rsi,%rdx), %r9
+        jmp     .Lbody
+        .size mmk__x86_copy, .-mmk__x86_copy
+
+/* int mmk__x86_store(void *dst, const void *src, size_t n): dst may fault. */
+        .globl mmk__x86_store
+        .hidden mmk__x86_store
+        .type mmk__x86_store, @function
+        .p2align 4
+mmk__x86_store:
+        mov     %rdi, %r8
+        lea     (%rdi,%rdx), %r9
+        .p2align 4
+.Lbody:
+        cmp     $16, %rdx
+        jb      .Llt16
+        cmp     $32, %rdx
+        ja      .Lgt32
+        movups  (%rsi), %xmm0
+        movups  -16(%rsi,%rdx), %xmm1
+        movups  %xmm0, (%rdi)
+        movups  %xmm1, -16(%rdi,%rdx)
+        xor     %eax, %eax
+        ret
+.Lgt32:
+        cmp     $64, %rdx
+        ja      .Lgt64
+        movups  (%rsi), %xmm0
+        movups  16(%rsi), %xmm1
+        movups  -32(%rsi,%rdx), %xmm2
+        movups  -16(%rsi,%rdx), %xmm3
+        movups  %xmm0, (%rdi)
+        movups  %xmm1, 16(%rdi)
+        movups  %xmm2, -32(%rdi,%rdx)
+        movups  %xmm3, -16(%rdi,%rdx)
+        xor     %eax, %eax
+        ret
+.Lgt64:
+        cmp     $COPY_REP_THRESHOLD, %rdx
+        jae     .Lrep
+        /* 64 bytes a step; the last 64 are loaded first and stored last, so
+         * the loop needs no remainder handling. */
+        movups  -64(%rsi,%rdx), %xmm4
+        movups  -48(%rsi,%rdx), %xmm5
+        movups  -32(%rsi,%rdx), %xmm6
+        movups  -16(%rsi,%rdx), %xmm7
+        lea     (%rdi,%rdx), %r10
+        mov     %rdx, %rcx
+1:      movups  (%rsi), %xmm0
+        movups  16(%rsi), %xmm1
+        movups  32(%rsi), %xmm2
+        movups  48(%rsi), %xmm3
+        movups  %xmm0, (%rdi)
+        movups  %xmm1, 16(%rdi)
+        movups  %xmm2, 32(%rdi)
+        movups  %xmm3, 48(%rdi)
+        add     $64, %rsi
+        add     $64, %rdi
+        sub     $64, %rcx
+        cmp     $64, %rcx
+        ja      1b
+        movups  %xmm4, -64(%r10)
+        movups  %xmm5, -48(%r10)
+        movups  %xmm6, -32(%r10)
+        movups  %xmm7, -16(%r10)
+        xor     %eax, %eax
+        ret
+.Lrep:
+        mov     %rdx, %rcx
+        rep movsb
+        xor     %eax, %eax
+        ret
+.Llt16:
+        cmp     $8, %rdx
+        jb      .Llt8
+        mov     (%rsi), %rax
+        mov     -8(%rsi,%rdx), %rcx
+        mov     %rax, (%rdi)
+        mov     %rcx, -8(%rdi,%rdx)
+        xor     %eax, %eax
+        ret
+.Llt8:
+        cmp     $4, %rdx
+        jb      .Llt4
+        mov     (%rsi), %eax
+        mov     -4(%rsi,%rdx), %ecx
+        mov     %eax, (%rdi)
+        mov     %ecx, -4(%rdi,%rdx)
+        xor     %eax, %eax
+        ret
+.Llt4:
+        test    %rdx, %rdx
+        jz      2f
+        /* n = 1..3: bytes 0, n/2 and n-1 cover every case. */
+        mov     %rdx, %r10
+        shr     $1, %r10
+        movzbl  (%rsi), %eax
+        movzbl  (%rsi,%r10), %ecx
+        movzbl  -1(%rsi,%rdx), %r11d
+        mov     %al, (%rdi)
+        mov     %cl, (%rdi,%r10)
+        mov     %r11b, -1(%rdi,%rdx)
+2:      xor     %eax, %eax
+        ret
+        .size mmk__x86_store, .-mmk__x86_store
+
+/* int mmk__x86_load32(const void *src, uint32_t *out) */
+        .globl mmk__x86_load32
+        .hidden mmk__x86_load32
+        .type mmk__x86_load32, @function
+        .p2align 4
+mmk__x86_load32:
+        mov     %rdi, %r8
+        lea     4(%rdi), %r9
+        mov     (%rdi), %eax
+        mov     %eax, (%rsi)
+        xor     %eax, %eax
+        ret
+        .size mmk__x86_load32, .-mmk__x86_load32
+
+/* int mmk__x86_load64(const void *src, uint64_t *out) */
+        .globl mmk__x86_load64
+        .hidden mmk__x86_load64
+        .type mmk__x86_load64, @function
+        .p2align 4
+mmk__x86_load64:
+        mov     %rdi, %r8
+        lea     8(%rdi), %r9
+        mov     (%rdi), %rax
+        mov     %rax, (%rsi)
+        xor     %eax, %eax
+        ret
+        .size mmk__x86_load64, .-mmk__x86_load64
+
+/* int mmk__x86_store32(void *dst, uint32_t v) */
+        .globl mmk__x86_store32
+        .hidden mmk__x86_store32
+        .type mmk__x86_store32, @function
+        .p2align 4
+mmk__x86_store32:
+        mov     %rdi, %r8
+        lea     4(%rdi), %r9
+        mov     %esi, (%rdi)
+        xor     %eax, %eax
+        ret
+        .size mmk__x86_store32, .-mmk__x86_store32
+
+/* int mmk__x86_store64(void *dst, uint64_t v) */
+        .globl mmk__x86_store64
+        .hidden mmk__x86_store64
+        .type mmk__x86_store64, @function
+        .p2align 4
+mmk__x86_store64:
+        mov     %rdi, %r8
+        lea     8(%rdi), %r9
+        mov     %rsi, (%rdi)
+        xor     %eax, %eax
+        ret
+        .size mmk__x86_store64, .-mmk__x86_store64
+
+        .globl mmk__fault_text_end
+        .hidden mmk__fault_text_end
+mmk__fault_text_end:
+
+/* The error exit: the handler has put -EFAULT or -EIO in rax. */
+        .globl mmk__fault_fixup
+        .hidden mmk__fault_fixup
+        .type mmk__fault_fixup, @function
+        .p2align 4
+mmk__fault_fixup:
+        ret
+        .size mmk__fault_fixup, .-mmk__fault_fixup
+
+#endif
+
+#if defined(__linux__) && defined(__ELF__)
+        .section .note.GNU-stack,"",@progbits
+#endif
