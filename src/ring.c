@@ -125,11 +125,12 @@ static inline size_t off_add(const mmk_ring *r, size_t off, size_t n)
 
 /* First use of a side in this process: announce our pid; a trusting handle
  * also picks the position up from shared memory, so a side can move to a
- * forked child. An untrusting one keeps its private position. */
+ * forked child or another handle. An untrusting one keeps its private
+ * position (set at create/attach): there a side stays with one handle. */
 static void claim_producer(mmk_ring *r)
 {
     struct ring_hdr *h = r->hdr;
-    if (!(r->flags & MMK_RING_UNTRUSTED) && r->pgen) {
+    if (!(r->flags & MMK_RING_UNTRUSTED)) {
         r->head = atomic_load_explicit(&h->head, memory_order_relaxed);
         r->woff = (size_t)(r->head % r->cap);
         r->tail_cache = atomic_load_explicit(&h->tail, memory_order_acquire);
@@ -142,7 +143,7 @@ static void claim_producer(mmk_ring *r)
 static void claim_consumer(mmk_ring *r)
 {
     struct ring_hdr *h = r->hdr;
-    if (!(r->flags & MMK_RING_UNTRUSTED) && r->cgen) {
+    if (!(r->flags & MMK_RING_UNTRUSTED)) {
         r->tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
         r->roff = (size_t)(r->tail % r->cap);
         r->head_cache = atomic_load_explicit(&h->head, memory_order_acquire);

@@ -1,0 +1,266 @@
+// mmk-test: labels=concurrent timeout=300
+/* ring.h between two threads: 1 GiB (scaled) of bytes in random spans checked
+ * byte for byte, spinning and blocking; a record stream ended by close_write;
+ * a consumer sleeping in epoll on the eventfd. */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/epoll.h>
+
+#include <mmkit/mmkit.h>
+#include "testutil.h"
+
+#define PERIOD 65521u /* prime: a slip by any ring or page multiple shows */
+
+static unsigned char *pat; /* PERIOD + capacity bytes of random data */
+
+struct job {
+    mmk_ring *r;
+    uint64_t total;
+    int blocking;
+    uint64_t seed;
+    int result;
+};
+
+static void *producer(void *arg)
+{
+    struct job *j = arg;
+    uint64_t pos = 0, seed = j->seed;
+    while (pos < j->total) {
+        void *w;
+        ssize_t fr = mmk_ring_write_begin(j->r, &w);
+        if (fr < 0) {
+            j->result = (int)fr;
+            return NULL;
+        }
+        if (fr == 0) {
+            if (j->blocking) {
+                int rc = mmk_ring_wait_writable(j->r, 1 + test_rand(&seed) % 5000, 10000);
+                if (rc) {
+                    j->result = rc;
+                    return NULL;
+                }
+            } else {
+                sched_yield();
+            }
+            continue;
+        }
+        size_t n = 1 + (size_t)(test_rand(&seed) % (uint64_t)fr);
+        if (n > j->total - pos)
+            n = (size_t)(j->total - pos);
+        memcpy(w, pat + pos % PERIOD, n);
+        if (mmk_ring_write_commit(j->r, n)) {
+            j->result = -1;
+            return NULL;
+        }
+        pos += n;
+    }
+    j->result = mmk_ring_close_write(j->r);
+    return NULL;
+}
+
+static int consume(mmk_ring *r, uint64_t total, int blocking, uint64_t seed)
+{
+    uint64_t pos = 0;
+    for (;;) {
+        const void *s;
+        ssize_t av = mmk_ring_read_begin(r, &s);
+        CHECK(av >= 0);
+        if (av == 0) {
+            if (!blocking) {
+                sched_yield();
+                if (pos == total)
+                    break;
+                continue;
+            }
+            int rc = mmk_ring_wait_readable(r, 1 + test_rand(&seed) % 3000, 10000);
+            if (rc == -EPIPE) {
+                /* drained to below min: take the rest with min 1 */
+                rc = mmk_ring_wait_readable(r, 1, 10000);
+                if (rc == -EPIPE)
+                    break;
+            }
+            CHECK_OK(rc);
+            continue;
+        }
+        size_t n = 1 + (size_t)(test_rand(&seed) % (uint64_t)av);
+        if (memcmp(s, pat + pos % PERIOD, n)) {
+            fprintf(stderr, "stream mismatch near byte %llu\n", (unsigned long long)pos);
+            return 1;
+        }
+        CHECK_OK(mmk_ring_read_commit(r, n));
+        pos += n;
+        CHECK(pos <= total);
+    }
+    CHECK_EQ(pos, total);
+    return 0;
+}
+
+static void stream(size_t cap, uint64_t total, int blocking)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(cap, 0, &r));
+    struct job j = {r, total, blocking, 1234 + (uint64_t)blocking, 0};
+    pthread_t t;
+    double t0 = now_sec();
+    CHECK_EQ(pthread_create(&t, NULL, producer, &j), 0);
+    int bad = consume(r, total, blocking, 99);
+    pthread_join(t, NULL);
+    double dt = now_sec() - t0;
+    CHECK_EQ(bad, 0);
+    CHECK_OK(j.result);
+    printf("%s stream, ring %zu: %.0f MiB in %.2f s (%.2f GB/s)\n",
+           blocking ? "blocking" : "spinning", mmk_ring_capacity(r), (double)total / 1048576, dt,
+           (double)total / dt / 1e9);
+    mmk_ring_destroy(r);
+}
+
+/* ---------------------------------------------------------------- records */
+
+static void *rec_producer(void *arg)
+{
+    struct job *j = arg;
+    uint64_t seed = j->seed;
+    for (uint64_t k = 0; k < j->total; k++) {
+        size_t len = (size_t)(test_rand(&seed) % 2000);
+        void *p;
+        int rc;
+        while ((rc = mmk_ring_rec_reserve(j->r, len, &p)) == -EAGAIN) {
+            rc = mmk_ring_wait_writable(j->r, mmk_ring_record_space(len), 10000);
+            if (rc) {
+                j->result = rc;
+                return NULL;
+            }
+        }
+        if (rc) {
+            j->result = rc;
+            return NULL;
+        }
+        memcpy(p, pat + (k * 31) % PERIOD, len);
+        if (k % 97 == 0) { /* sometimes give part of it back */
+            len /= 2;
+        }
+        if (mmk_ring_rec_commit(j->r, len)) {
+            j->result = -1;
+            return NULL;
+        }
+    }
+    j->result = mmk_ring_close_write(j->r);
+    return NULL;
+}
+
+static void records(uint64_t count)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(5 * 4096, 0, &r));
+    struct job j = {r, count, 1, 555, 0};
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, rec_producer, &j), 0);
+    uint64_t seed = 555, k = 0;
+    for (;;) {
+        const void *q;
+        ssize_t l = mmk_ring_rec_peek(r, &q);
+        if (l == -EAGAIN) {
+            int rc = mmk_ring_wait_readable(r, 8, 10000);
+            if (rc == -EPIPE)
+                break;
+            CHECK_OK(rc);
+            continue;
+        }
+        CHECK(l >= 0);
+        size_t len = (size_t)(test_rand(&seed) % 2000);
+        if (k % 97 == 0)
+            len /= 2;
+        CHECK_EQ((size_t)l, len);
+        CHECK(!memcmp(q, pat + (k * 31) % PERIOD, len));
+        CHECK_OK(mmk_ring_rec_release(r));
+        k++;
+    }
+    pthread_join(t, NULL);
+    CHECK_OK(j.result);
+    CHECK_EQ(k, count);
+    printf("records: %llu checked\n", (unsigned long long)k);
+    mmk_ring_destroy(r);
+}
+
+/* ----------------------------------------------------------------- epoll */
+
+static void *chunk_writer(void *arg)
+{
+    struct job *j = arg;
+    uint64_t pos = 0;
+    while (pos < j->total) {
+        size_t n = 10000;
+        if (n > j->total - pos)
+            n = (size_t)(j->total - pos);
+        ssize_t w = mmk_ring_write(j->r, pat + pos % PERIOD, n, 10000);
+        if (w <= 0) {
+            j->result = (int)w;
+            return NULL;
+        }
+        pos += (uint64_t)w;
+    }
+    j->result = mmk_ring_close_write(j->r);
+    return NULL;
+}
+
+static void epoll_consumer(uint64_t total)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(64 * 1024, 0, &r));
+    int efd = mmk_ring_eventfd(r, MMK_RING_READABLE);
+    CHECK(efd >= 0);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    CHECK_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev), 0);
+    struct job j = {r, total, 1, 0, 0};
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, chunk_writer, &j), 0);
+    uint64_t pos = 0, sleeps = 0;
+    static unsigned char buf[20000];
+    for (;;) {
+        ssize_t n = mmk_ring_read(r, buf, sizeof buf, 0);
+        if (n == -EPIPE)
+            break;
+        if (n == -ETIMEDOUT) {
+            if (mmk_ring_poll_prepare(r, MMK_RING_READABLE) == 0) {
+                struct epoll_event got;
+                int k = epoll_wait(ep, &got, 1, 10000);
+                CHECK_EQ(k, 1); /* a lost wakeup would time out here */
+                uint64_t c;
+                CHECK_EQ(read(efd, &c, 8), 8);
+                sleeps++;
+            }
+            continue;
+        }
+        CHECK(n > 0);
+        CHECK(!memcmp(buf, pat + pos % PERIOD, (size_t)n) || !"epoll stream mismatch");
+        pos += (uint64_t)n;
+    }
+    pthread_join(t, NULL);
+    CHECK_OK(j.result);
+    CHECK_EQ(pos, total);
+    printf("epoll: %llu bytes, %llu sleeps\n", (unsigned long long)pos,
+           (unsigned long long)sleeps);
+    close(ep);
+    mmk_ring_destroy(r);
+}
+
+int main(void)
+{
+    pat = malloc(PERIOD + (4u << 20));
+    uint64_t s = 0x1234567;
+    for (size_t i = 0; i < PERIOD + (4u << 20); i++)
+        pat[i] = (unsigned char)(test_rand(&s) >> 24);
+    for (size_t i = PERIOD; i < PERIOD + (4u << 20); i++)
+        pat[i] = pat[i % PERIOD];
+    uint64_t gib = (uint64_t)test_scaled(1 << 30);
+    stream(300000, gib, 0);      /* 73 pages: not a power of two */
+    stream(3 * 4096, gib / 8, 1); /* tiny ring, blocking waits all the time */
+    stream(1 << 20, gib / 2, 1);
+    records((uint64_t)test_scaled(300000));
+    epoll_consumer((uint64_t)test_scaled(64 << 20));
+    free(pat);
+    printf("ring_threads: ok\n");
+    return 0;
+}
