@@ -1,0 +1,287 @@
+// mmk-test: labels=concurrent timeout=300
+/* view.h, snapshots: both mechanisms (userfaultfd, mprotect + fault claims),
+ * small and huge pages; several snapshots; pages never touched; memory given
+ * back on release; a writer thread hammering the region while snapshots are
+ * taken and read (each must be a consistent cut); MAP_PRIVATE over a memfd
+ * is not a snapshot. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#include <mmkit/mmkit.h>
+#include "testutil.h"
+
+#define PAGE 4096u
+#define MiB ((size_t)1 << 20)
+
+static const char *mode_name(unsigned m)
+{
+    return m == MMK_REGION_UFFD ? "uffd" : m == MMK_REGION_MPROTECT ? "mprotect" : "?";
+}
+
+static void fill(char *p, size_t n, int seed)
+{
+    for (size_t i = 0; i < n; i += 8)
+        *(uint64_t *)(p + i) = (uint64_t)(i * 2654435761u) ^ (uint64_t)seed;
+}
+
+static void check_snap(const mmk_snapshot *s, const char *want, size_t n)
+{
+    char *got = malloc(n);
+    CHECK(got);
+    CHECK_OK(mmk_snapshot_read(s, 0, got, n));
+    for (size_t i = 0; i < n; i += PAGE)
+        if (memcmp(got + i, want + i, PAGE)) {
+            fprintf(stderr, "snapshot differs at page %zu\n", i / PAGE);
+            CHECK(0);
+        }
+    free(got);
+}
+
+static void test_errors(void)
+{
+    mmk_region *r;
+    mmk_snapshot *s;
+    CHECK_EQ(mmk_region_create(0, 0, &r), -EINVAL);
+    CHECK_EQ(mmk_region_create(4096, 0, NULL), -EINVAL);
+    CHECK_EQ(mmk_region_create(4096, 0x100, &r), -EINVAL);
+    CHECK_EQ(mmk_snapshot_take(NULL, &s), -EINVAL);
+    mmk_region_destroy(NULL);
+    mmk_snapshot_release(NULL);
+    CHECK_EQ(mmk_snapshot_copied(NULL), 0);
+    CHECK_OK(mmk_region_create(4096, MMK_REGION_SMALL, &r));
+    CHECK_EQ(mmk_region_size(r), 4096);
+    CHECK_EQ(mmk_snapshot_take(r, NULL), -EINVAL);
+    CHECK_OK(mmk_snapshot_take(r, &s));
+    char b[16];
+    CHECK_EQ(mmk_snapshot_read(s, 4090, b, 16), -ERANGE);
+    CHECK_EQ(mmk_snapshot_read(NULL, 0, b, 1), -EINVAL);
+    CHECK_OK(mmk_snapshot_read(s, 4096, b, 0));
+    mmk_snapshot_release(s);
+    mmk_region_destroy(r);
+    /* Default: huge-page granularity. */
+    CHECK_OK(mmk_region_create(4096, 0, &r));
+    CHECK_EQ(mmk_region_size(r), 2 * MiB);
+    mmk_region_destroy(r);
+}
+
+/* Everything a snapshot promises, with one mechanism. */
+static void test_semantics(unsigned mode, unsigned extra)
+{
+    const size_t n = 8 * MiB;
+    mmk_region *r;
+    int rc = mmk_region_create(n, mode | extra, &r);
+    if (rc == -ENOTSUP) {
+        printf("note: %s snapshots unavailable here\n", mode_name(mode));
+        return;
+    }
+    CHECK_OK(rc);
+    CHECK_EQ(mmk_region_mode(r), mode);
+    char *b = mmk_region_base(r);
+    char *v0 = malloc(n), *v1 = malloc(n);
+    CHECK(v0 && v1);
+    /* The last 64 pages are left untouched; 8 of them only read. */
+    fill(b, n - 64 * PAGE, 1);
+    for (size_t i = 0; i < 8; i++)
+        CHECK_EQ(((volatile char *)b)[n - (i + 1) * PAGE], 0);
+    memcpy(v0, b, n);
+
+    double t0 = now_sec();
+    mmk_snapshot *s0, *s1;
+    CHECK_OK(mmk_snapshot_take(r, &s0));
+    double t1 = now_sec();
+    CHECK_EQ(mmk_snapshot_copied(s0), 0);
+    /* Write every other page, and the untouched and read-only pages. */
+    for (size_t i = 0; i < n; i += 2 * PAGE)
+        b[i + 100] ^= 0x55;
+    for (size_t i = 0; i < 64; i++)
+        b[n - (i + 1) * PAGE + 7] = 9;
+    CHECK_EQ(mmk_snapshot_copied(s0), (n / PAGE / 2 + 32) * PAGE);
+    check_snap(s0, v0, n);
+    memcpy(v1, b, n);
+
+    double t1b = now_sec();
+    CHECK_OK(mmk_snapshot_take(r, &s1));
+    double t2 = now_sec();
+    fill(b, n / 2, 2); /* the first half again */
+    check_snap(s1, v1, n);
+    check_snap(s0, v0, n);
+    /* Unaligned reads across page boundaries. */
+    char piece[10000];
+    CHECK_OK(mmk_snapshot_read(s1, 3 * PAGE - 77, piece, sizeof piece));
+    CHECK(!memcmp(piece, v1 + 3 * PAGE - 77, sizeof piece));
+
+    /* Releasing one leaves the other intact, and frees its copies. */
+    long rss0 = rss_bytes();
+    mmk_snapshot_release(s0);
+    long rss1 = rss_bytes();
+    CHECK(rss0 - rss1 >= (long)(n / 2));
+    check_snap(s1, v1, n);
+    fill(b, n, 3);
+    check_snap(s1, v1, n);
+    mmk_snapshot_release(s1);
+    printf("%s%s: take %.3f ms (first, 8 MiB), %.3f ms (second), release frees %ld KiB\n",
+           mode_name(mode), extra ? " small pages" : "", (t1 - t0) * 1e3, (t2 - t1b) * 1e3,
+           (rss0 - rss1) >> 10);
+
+    /* The limit, then everything released with the region. */
+    mmk_snapshot *many[MMK_SNAPSHOT_MAX], *x;
+    for (int i = 0; i < MMK_SNAPSHOT_MAX; i++)
+        CHECK_OK(mmk_snapshot_take(r, &many[i]));
+    CHECK_EQ(mmk_snapshot_take(r, &x), -ENOSPC);
+    b[0] = 1;
+    for (int i = 0; i < MMK_SNAPSHOT_MAX; i++)
+        CHECK_EQ(mmk_snapshot_copied(many[i]), PAGE);
+    mmk_snapshot_release(many[3]);
+    CHECK_OK(mmk_snapshot_take(r, &x));
+    free(v0);
+    free(v1);
+    mmk_region_destroy(r);
+}
+
+/* ---- a writer thread hammers the region while snapshots are taken. The
+ * writer's step k stores k into word 0 of page k % N. A snapshot is correct
+ * when it is a consistent cut: for its largest value V, every page p holds
+ * the largest k <= V with k % N == p (0 if none), and the rest of every
+ * page is untouched. */
+struct hammer {
+    uint64_t *base;
+    size_t npages;
+    atomic_int stop;
+    atomic_ulong steps;
+};
+
+static void *writer(void *arg)
+{
+    struct hammer *h = arg;
+    uint64_t k = 0;
+    while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+        for (int i = 0; i < 64; i++) {
+            k++;
+            __atomic_store_n(&h->base[(k % h->npages) * (PAGE / 8)], k, __ATOMIC_RELAXED);
+        }
+    }
+    atomic_store(&h->steps, k);
+    return NULL;
+}
+
+static uint64_t verify_cut(const mmk_snapshot *s, size_t npages, uint64_t want_v)
+{
+    uint64_t *img = malloc(npages * PAGE);
+    CHECK(img);
+    CHECK_OK(mmk_snapshot_read(s, 0, img, npages * PAGE));
+    uint64_t v = 0;
+    for (size_t p = 0; p < npages; p++)
+        if (img[p * (PAGE / 8)] > v)
+            v = img[p * (PAGE / 8)];
+    if (want_v != UINT64_MAX)
+        CHECK_EQ(v, want_v); /* an old snapshot must not have moved */
+    for (size_t p = 0; p < npages; p++) {
+        uint64_t vm = v % npages, want;
+        if (vm >= p)
+            want = v - (vm - p);
+        else
+            want = v >= (vm + npages - p) ? v - (vm + npages - p) : 0;
+        uint64_t got = img[p * (PAGE / 8)];
+        if (got != want) {
+            fprintf(stderr, "page %zu: %llu, want %llu (cut at %llu)\n", p,
+                    (unsigned long long)got, (unsigned long long)want, (unsigned long long)v);
+            CHECK(0);
+        }
+        for (size_t w = 1; w < PAGE / 8; w++)
+            if (img[p * (PAGE / 8) + w] != (p << 16 | w))
+                CHECK(0);
+    }
+    free(img);
+    return v;
+}
+
+static void test_concurrent(unsigned mode, unsigned extra)
+{
+    const size_t npages = 2048;
+    mmk_region *r;
+    int rc = mmk_region_create(npages * PAGE, mode | extra, &r);
+    if (rc == -ENOTSUP)
+        return;
+    CHECK_OK(rc);
+    struct hammer h = {.base = mmk_region_base(r), .npages = npages};
+    for (size_t p = 0; p < npages; p++)
+        for (size_t w = 1; w < PAGE / 8; w++)
+            h.base[p * (PAGE / 8) + w] = p << 16 | w;
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, writer, &h) == 0);
+    enum { KEEP = 3 };
+    mmk_snapshot *live[KEEP] = {0};
+    uint64_t cut[KEEP] = {0};
+    long rounds = test_scaled(60);
+    uint64_t seed = 99;
+    for (long i = 0; i < rounds; i++) {
+        struct timespec ts = {0, (long)(test_rand(&seed) % 2000000)};
+        nanosleep(&ts, NULL);
+        int k = (int)(i % KEEP);
+        if (live[k]) {
+            verify_cut(live[k], npages, cut[k]); /* still the same after more writes */
+            mmk_snapshot_release(live[k]);
+        }
+        CHECK_OK(mmk_snapshot_take(r, &live[k]));
+        cut[k] = verify_cut(live[k], npages, UINT64_MAX);
+    }
+    atomic_store(&h.stop, 1);
+    pthread_join(th, NULL);
+    for (int k = 0; k < KEEP; k++) {
+        verify_cut(live[k], npages, cut[k]);
+        mmk_snapshot_release(live[k]);
+    }
+    printf("%s%s concurrent: %ld snapshots consistent while the writer made %lu stores\n",
+           mode_name(mode), extra ? " small" : "", rounds, (unsigned long)atomic_load(&h.steps));
+    mmk_region_destroy(r);
+}
+
+/* MAP_PRIVATE over a memory file is not a snapshot: pages not yet written
+ * through the private map keep showing writes made through a shared map. */
+static void test_map_private_is_not_a_snapshot(void)
+{
+    int fd;
+    CHECK(mmk_shm_create("t", 2 * PAGE, 0, &fd) > 0);
+    char *shared = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    CHECK(shared != MAP_FAILED);
+    shared[0] = 'a';
+    shared[PAGE] = 'a';
+    char *priv = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    CHECK(priv != MAP_FAILED);
+    priv[PAGE + 1] = 'p'; /* page 1 now has a private copy */
+    shared[0] = 'b';
+    shared[PAGE] = 'b';
+    CHECK_EQ(priv[0], 'b');    /* the "snapshot" moved: not point-in-time */
+    CHECK_EQ(priv[PAGE], 'a'); /* only copied pages stay */
+    munmap(priv, 2 * PAGE);
+    munmap(shared, 2 * PAGE);
+    close(fd);
+}
+
+int main(void)
+{
+    test_errors();
+    test_map_private_is_not_a_snapshot();
+    const unsigned modes[2] = {MMK_REGION_UFFD, MMK_REGION_MPROTECT};
+    int any = 0;
+    for (int m = 0; m < 2; m++) {
+        mmk_region *r;
+        int rc = mmk_region_create(4096, modes[m], &r);
+        if (rc == -ENOTSUP) {
+            printf("SKIP part: %s snapshots unavailable here\n", mode_name(modes[m]));
+            continue;
+        }
+        CHECK_OK(rc);
+        mmk_region_destroy(r);
+        any++;
+        test_semantics(modes[m], 0);
+        test_semantics(modes[m], MMK_REGION_SMALL);
+        test_concurrent(modes[m], 0);
+        test_concurrent(modes[m], MMK_REGION_SMALL);
+    }
+    if (!any)
+        skip("neither userfaultfd nor the fault layer is available");
+    printf("snapshot: ok\n");
+    return 0;
+}
