@@ -1,0 +1,1254 @@
+/* heap.h: open/create, transactions, the redo log, recovery, read views.
+ *
+ * The file is mapped MAP_PRIVATE inside a large PROT_NONE reservation, so the
+ * kernel can never write an uncommitted change back and pointers never move.
+ * A commit finds the written (copied-on-write) pages, appends them as one
+ * checksummed redo record to "<path>-log", syncs the log (the durable point),
+ * then pwrites the pages into the heap file and drops the private copies.
+ * The log is reset at checkpoints (heap file synced). See docs/FORMAT.md. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "heap_internal.h"
+#include "heap_io.h"
+
+#define IO (mmk__heap_io)
+#define LOCK_WRITER 0   /* byte of the heap file: the one writer */
+#define LOCK_APPLY 1    /* byte: held exclusively while pages are applied */
+#define LOG_CHUNK ((uint64_t)4 << 20)
+#define LOG_LIMIT_DEFAULT ((uint64_t)32 << 20)
+#define RESERVE_DEFAULT ((size_t)64 << 30)
+
+/* ------------------------------------------------------------ checksums */
+
+static uint32_t zero_crc;
+
+uint32_t mmk__hp_zero_crc(void)
+{
+    uint32_t z = __atomic_load_n(&zero_crc, __ATOMIC_RELAXED);
+    if (!z) {
+        static const unsigned char zero[HP_PAGE];
+        z = mmk__crc32c(0, zero, sizeof zero);
+        __atomic_store_n(&zero_crc, z, __ATOMIC_RELAXED);
+    }
+    return z;
+}
+
+uint32_t mmk__hp_header_crc(const struct hp_header *hd)
+{
+    struct hp_header c = *hd;
+    c.crc = 0;
+    return mmk__crc32c(0, &c, sizeof c);
+}
+
+static uint32_t loghdr_crc(const struct hp_loghdr *l)
+{
+    struct hp_loghdr c = *l;
+    c.crc = 0;
+    return mmk__crc32c(0, &c, sizeof c);
+}
+
+static void say(char *why, size_t n, const char *fmt, unsigned long long a,
+                unsigned long long b)
+{
+    if (why && n)
+        snprintf(why, n, fmt, a, b);
+}
+
+int mmk__hp_header_valid(const struct hp_header *hd, uint64_t file_size, char *why, size_t n)
+{
+    if (hd->magic != HP_MAGIC) {
+        say(why, n, "header: bad magic %#llx%.0llu", (unsigned long long)hd->magic, 0);
+        return MMK_EFORMAT;
+    }
+    if (hd->bom != HP_BOM) {
+        say(why, n, "header: byte order mark %#llx (another byte order)%.0llu", hd->bom, 0);
+        return MMK_EFORMAT;
+    }
+    if (hd->version != HP_VERSION || hd->ptr_width != sizeof(void *) * 8 ||
+        hd->page_size != HP_PAGE || hd->hdr_size != sizeof *hd) {
+        say(why, n, "header: format version %llu / pointer width %llu not supported",
+            hd->version, hd->ptr_width);
+        return MMK_EFORMAT;
+    }
+    if (hd->crc != mmk__hp_header_crc(hd)) {
+        say(why, n, "header (page 0): checksum mismatch%.0llu%.0llu", 0, 0);
+        return MMK_ECORRUPT;
+    }
+    uint64_t pages = hd->heap_size >> HP_SHIFT;
+    if (hd->heap_size & (HP_PAGE - 1) || pages < HP_MIN_PAGES ||
+        hd->heap_size > ((uint64_t)1 << 46) || (file_size && hd->heap_size > file_size)) {
+        say(why, n, "header: heap size %llu invalid (file size %llu)", hd->heap_size,
+            file_size);
+        return MMK_ECORRUPT;
+    }
+    if (hd->root >= hd->heap_size || hd->hiwater > pages || hd->free_pages > pages) {
+        say(why, n, "header: root %llu or allocator counters out of range (size %llu)",
+            hd->root, hd->heap_size);
+        return MMK_ECORRUPT;
+    }
+    for (int i = 0; i < HP_NCLASS; i++)
+        if (hd->class_head[i] >= pages) {
+            say(why, n, "header: slab list of class %llu points at page %llu", i,
+                hd->class_head[i]);
+            return MMK_ECORRUPT;
+        }
+    for (int i = 0; i < HP_NBIN; i++)
+        if (hd->bin_head[i] >= pages) {
+            say(why, n, "header: free list %llu points at page %llu", i, hd->bin_head[i]);
+            return MMK_ECORRUPT;
+        }
+    return 0;
+}
+
+/* ------------------------------------------------------------ locks */
+
+static int ofd_lock(int fd, short type, off_t byte, int wait)
+{
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+    for (;;) {
+        if (fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0)
+            return 0;
+        if (errno != EINTR)
+            return errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+    }
+}
+
+static void ofd_unlock(int fd, off_t byte)
+{
+    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+    while (fcntl(fd, F_OFD_SETLK, &fl) && errno == EINTR) {
+    }
+}
+
+/* ------------------------------------------------------------ log */
+
+static int boot_id(uint8_t out[16])
+{
+    int rc = IO->boot_id(out);
+    if (rc)
+        memset(out, 0, 16);
+    return rc;
+}
+
+/* Read the current log header: 1 found (into *out), 0 none valid. */
+static int log_read_header(mmk_heap *h, uint64_t uuid, struct hp_loghdr *out)
+{
+    if (h->logfd < 0)
+        return 0;
+    unsigned char buf[4096];
+    ssize_t n = IO->pread(h->logfd, buf, sizeof buf, 0);
+    if (n < (ssize_t)(2048 + sizeof *out))
+        return 0;
+    int found = 0;
+    for (int s = 0; s < 2; s++) {
+        struct hp_loghdr l;
+        memcpy(&l, buf + s * 2048, sizeof l);
+        if (l.magic != LOG_MAGIC || l.version != HP_VERSION || l.crc != loghdr_crc(&l) ||
+            l.heap_uuid != uuid)
+            continue;
+        if (!found || l.gen > out->gen)
+            *out = l;
+        found = 1;
+    }
+    return found;
+}
+
+/* Start a new log generation whose base is the heap's current commit. The
+ * heap file must already be durable at that commit. */
+static int log_write_header(mmk_heap *h, uint64_t gen, uint64_t base_commit)
+{
+    struct hp_loghdr l = {.magic = LOG_MAGIC, .version = HP_VERSION, .gen = gen,
+                          .base_commit = base_commit, .heap_uuid = h->hdr->heap_uuid};
+    boot_id(l.boot_id);
+    l.crc = loghdr_crc(&l);
+    ssize_t w = IO->pwrite(h->logfd, &l, sizeof l, (gen & 1) * 2048);
+    if (w < 0)
+        return (int)w;
+    if (!(h->flags & MMK_HEAP_NOSYNC)) {
+        int rc = IO->fdatasync(h->logfd);
+        if (rc)
+            return rc;
+    }
+    h->log_gen = gen;
+    h->log_base = base_commit;
+    return 0;
+}
+
+/* Read and validate the record at off: its meta block into *meta (malloc'd)
+ * and, when images is non-NULL, the page images (malloc'd, validated).
+ * 1 valid, 0 not a valid record of generation gen with id expect. */
+static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint64_t expect,
+                    struct hp_rec **meta, unsigned char **images)
+{
+    *meta = NULL;
+    if (images)
+        *images = NULL;
+    unsigned char first[HP_PAGE];
+    ssize_t n = IO->pread(h->logfd, first, HP_PAGE, off);
+    if (n < (ssize_t)sizeof(struct hp_rec))
+        return 0;
+    struct hp_rec r;
+    memcpy(&r, first, sizeof r);
+    if (r.magic != REC_MAGIC || r.gen != gen || r.commit_id != expect || r.npages == 0 ||
+        r.heap_uuid != uuid ||
+        r.npages > (1u << 26) || r.meta_len != sizeof r + (uint64_t)r.npages * 12 ||
+        r.len != mmk__align_up(r.meta_len, HP_PAGE) + (uint64_t)r.npages * HP_PAGE ||
+        r.heap_size & (HP_PAGE - 1) || r.heap_size < HP_MIN_PAGES * HP_PAGE)
+        return 0;
+    size_t mlen = mmk__align_up(r.meta_len, HP_PAGE);
+    unsigned char *m = malloc(mlen);
+    if (!m)
+        return 0;
+    if (mlen <= HP_PAGE)
+        memcpy(m, first, mlen);
+    else if (IO->pread(h->logfd, m, mlen, off) != (ssize_t)mlen) {
+        free(m);
+        return 0;
+    }
+    struct hp_rec *rm = (struct hp_rec *)m;
+    uint32_t want = rm->crc;
+    rm->crc = 0;
+    uint32_t got = mmk__crc32c(0, m, r.meta_len);
+    rm->crc = want;
+    const uint64_t *pg = (const uint64_t *)(m + sizeof r);
+    int ok = got == want;
+    for (uint32_t i = 0; ok && i < r.npages; i++)
+        if (pg[i] >= r.heap_size >> HP_SHIFT || (i && pg[i] <= pg[i - 1]))
+            ok = 0;
+    if (!ok) {
+        free(m);
+        return 0;
+    }
+    if (images) {
+        size_t ilen = (size_t)r.npages * HP_PAGE;
+        unsigned char *img = malloc(ilen);
+        const uint32_t *pc = (const uint32_t *)(pg + r.npages);
+        if (!img || IO->pread(h->logfd, img, ilen, off + mlen) != (ssize_t)ilen)
+            ok = 0;
+        for (uint32_t i = 0; ok && i < r.npages; i++)
+            if (mmk__crc32c(0, img + (size_t)i * HP_PAGE, HP_PAGE) != pc[i])
+                ok = 0;
+        if (!ok) {
+            free(img);
+            free(m);
+            return 0;
+        }
+        *images = img;
+    }
+    *meta = rm;
+    return 1;
+}
+
+/* Apply a validated record to the heap file: every page, page 0 last, so
+ * a header that shows the commit means every page of it reached the file. */
+static int rec_apply(mmk_heap *h, const struct hp_rec *r, const unsigned char *img)
+{
+    const uint64_t *pg = (const uint64_t *)(r + 1);
+    struct stat st;
+    if (fstat(h->fd, &st))
+        return -errno;
+    if ((uint64_t)st.st_size < r->heap_size) {
+        int rc = IO->ftruncate(h->fd, r->heap_size);
+        if (rc)
+            return rc;
+    }
+    for (uint32_t i = r->npages; i-- > 0;) {
+        /* descending order ends with page 0 (the list is sorted) */
+        ssize_t w = IO->pwrite(h->fd, img + (size_t)i * HP_PAGE, HP_PAGE, pg[i] << HP_SHIFT);
+        if (w < 0)
+            return (int)w;
+    }
+    return 0;
+}
+
+/* What recovery a heap needs: 0 none, 1 replay from *off expecting *expect,
+ * 2 full replay from the log start. hd may be NULL (invalid header). */
+static int recovery_needed(mmk_heap *h, const struct hp_header *hd, const struct hp_loghdr *lh,
+                           int log_ok, uint64_t *off, uint64_t *expect)
+{
+    if (!log_ok)
+        return hd ? 0 : -1;
+    uint8_t now[16];
+    boot_id(now);
+    if (!hd || hd->commit_id < lh->base_commit || memcmp(now, lh->boot_id, 16)) {
+        *off = HP_PAGE;
+        *expect = lh->base_commit + 1;
+        return 2;
+    }
+    if (hd->log_gen == lh->gen && hd->log_off >= HP_PAGE) {
+        *off = hd->log_off;
+    } else {
+        if (hd->commit_id != lh->base_commit) {
+            *off = HP_PAGE;
+            *expect = lh->base_commit + 1;
+            return 2;
+        }
+        *off = HP_PAGE;
+    }
+    *expect = hd->commit_id + 1;
+    struct hp_rec *m;
+    int v = rec_read(h, lh->heap_uuid, *off, lh->gen, *expect, &m, NULL);
+    free(m);
+    return v ? 1 : 0;
+}
+
+/* Replay valid records from off; stops at the first invalid one. */
+static int replay(mmk_heap *h, uint64_t uuid, uint64_t gen, uint64_t off, uint64_t expect,
+                  uint64_t *applied)
+{
+    *applied = 0;
+    for (;;) {
+        struct hp_rec *m;
+        unsigned char *img;
+        if (!rec_read(h, uuid, off, gen, expect, &m, &img))
+            return 0;
+        int rc = ofd_lock(h->fd, F_WRLCK, LOCK_APPLY, 1);
+        if (!rc) {
+            rc = rec_apply(h, m, img);
+            ofd_unlock(h->fd, LOCK_APPLY);
+        }
+        off += m->len;
+        free(m);
+        free(img);
+        if (rc)
+            return rc;
+        (*applied)++;
+        expect++;
+    }
+}
+
+/* Sync the heap file and start a new log generation. Writer lock held. */
+static int checkpoint(mmk_heap *h, uint64_t commit_id)
+{
+    if (!(h->flags & MMK_HEAP_NOSYNC)) {
+        int rc = IO->fdatasync(h->fd);
+        if (rc)
+            return rc;
+    }
+    return log_write_header(h, h->log_gen + 1, commit_id);
+}
+
+static int read_file_header(mmk_heap *h, struct hp_header *hd, uint64_t *fsize)
+{
+    struct stat st;
+    if (fstat(h->fd, &st))
+        return -errno;
+    *fsize = (uint64_t)st.st_size;
+    ssize_t n = IO->pread(h->fd, hd, sizeof *hd, 0);
+    if (n < 0)
+        return (int)n;
+    if (n < (ssize_t)sizeof *hd) {
+        if (n >= 8 && hd->magic == HP_MAGIC)
+            return MMK_ECORRUPT;
+        return MMK_EFORMAT;
+    }
+    return 0;
+}
+
+/* Bring the file to its last durable commit. Writer lock held (or, for a
+ * read-only handle, the shared writer lock: then only detection). */
+static int recover_locked(mmk_heap *h, int can_write)
+{
+    struct hp_header hd;
+    uint64_t fsize;
+    int rc = read_file_header(h, &hd, &fsize);
+    if (rc < 0 && rc != MMK_ECORRUPT)
+        return rc;
+    int hv = rc == 0 ? mmk__hp_header_valid(&hd, fsize, NULL, 0) : rc;
+    if (hv == MMK_EFORMAT)
+        return MMK_EFORMAT;
+    struct hp_loghdr lh;
+    /* Without a valid header the uuid is unknown: take the log's word. */
+    int log_ok = 0;
+    if (hv == 0)
+        log_ok = log_read_header(h, hd.heap_uuid, &lh);
+    else if (h->logfd >= 0) {
+        unsigned char b[4096];
+        if (IO->pread(h->logfd, b, sizeof b, 0) == (ssize_t)sizeof b) {
+            for (int s = 0; s < 2; s++) {
+                struct hp_loghdr l;
+                memcpy(&l, b + s * 2048, sizeof l);
+                if (l.magic == LOG_MAGIC && l.crc == loghdr_crc(&l) &&
+                    (!log_ok || l.gen > lh.gen)) {
+                    lh = l;
+                    log_ok = 1;
+                }
+            }
+        }
+    }
+    uint64_t off = 0, expect = 0;
+    int need = recovery_needed(h, hv == 0 ? &hd : NULL, &lh, log_ok, &off, &expect);
+    if (need < 0)
+        return hv;
+    if (log_ok) {
+        h->log_gen = lh.gen;
+        h->log_base = lh.base_commit;
+    } else {
+        h->log_gen = 0; /* no usable log: begin starts one */
+    }
+    if (need == 0)
+        return hv;
+    if (!can_write)
+        return -EROFS;
+    uint64_t applied;
+    rc = replay(h, lh.heap_uuid, lh.gen, off, expect, &applied);
+    if (rc)
+        return rc;
+    rc = read_file_header(h, &hd, &fsize);
+    if (rc)
+        return rc;
+    rc = mmk__hp_header_valid(&hd, fsize, NULL, 0);
+    if (rc)
+        return rc;
+    if (need == 2) {
+        /* After a reboot the page cache is gone: make the replayed state
+         * durable and stamp the log with this boot. */
+        struct mmk_heap tmp = *h;
+        tmp.hdr = &hd;
+        rc = checkpoint(&tmp, hd.commit_id);
+        h->log_gen = tmp.log_gen;
+        h->log_base = tmp.log_base;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------ mapping */
+
+static int map_file(mmk_heap *h, size_t upto, int writable)
+{
+    if (upto <= h->mapped)
+        return 0;
+    if (upto > h->reserve)
+        return -ENOMEM;
+    int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+    void *p = mmap(h->base + h->mapped, upto - h->mapped, prot, MAP_PRIVATE | MAP_FIXED, h->fd,
+                   (off_t)h->mapped);
+    if (p == MAP_FAILED)
+        return -errno;
+    h->mapped = upto;
+    return 0;
+}
+
+/* Map what other processes grew; the file must hold it. */
+static int catch_up(mmk_heap *h, int writable)
+{
+    uint64_t size = __atomic_load_n(&h->hdr->heap_size, __ATOMIC_ACQUIRE);
+    if (size <= h->mapped)
+        return 0;
+    struct stat st;
+    if (fstat(h->fd, &st))
+        return -errno;
+    if ((uint64_t)st.st_size < size || size > h->reserve)
+        return MMK_ECORRUPT;
+    return map_file(h, size, writable);
+}
+
+/* Grow by at least min_pages inside a transaction. */
+int mmk__hp_grow(mmk_heap *h, uint64_t min_pages)
+{
+    struct hp_header *hd = h->hdr;
+    uint64_t old = hd->heap_size >> HP_SHIFT;
+    uint64_t add = old / 2 > min_pages ? old / 2 : min_pages;
+    uint64_t gib = (uint64_t)1 << (30 - HP_SHIFT);
+    if (add > gib && min_pages <= gib)
+        add = gib;
+    if (add < 256)
+        add = 256;
+    uint64_t neu = old + add;
+    if (neu % HP_GROUP && neu % HP_GROUP < HP_META + 256)
+        neu += HP_META + 256 - neu % HP_GROUP; /* never end inside a group's metadata */
+    if ((neu << HP_SHIFT) > h->reserve) {
+        neu = h->reserve >> HP_SHIFT;
+        if (neu < old + min_pages)
+            return -ENOMEM;
+    }
+    struct stat st;
+    if (fstat(h->fd, &st))
+        return -errno;
+    if ((uint64_t)st.st_size < (neu << HP_SHIFT)) {
+        int rc = IO->ftruncate(h->fd, neu << HP_SHIFT);
+        if (rc)
+            return rc == -EFBIG ? -ENOMEM : rc;
+    }
+    size_t before = h->mapped;
+    int rc = map_file(h, neu << HP_SHIFT, h->dm != DM_WP);
+    if (rc)
+        return rc;
+    if (h->mapped > before) {
+        rc = mmk__hp_dirty_map_grown(h, before);
+        if (rc)
+            return rc;
+    }
+    /* New groups start with their metadata pages. */
+    for (uint64_t g = hp_group(old); g * HP_GROUP < neu; g++) {
+        uint64_t m = hp_meta_start(g);
+        for (uint64_t p = m > old ? m : old; p < m + HP_META && p < neu; p++)
+            *hp_desc_ptr(h, p) = D_MAKE(D_META, 0);
+    }
+    hd->heap_size = neu << HP_SHIFT;
+    for (uint64_t p = old; p < neu;) {
+        uint64_t g = hp_group(p);
+        uint64_t first = p < hp_first_data(g) ? hp_first_data(g) : p;
+        uint64_t end = hp_group_end(g) < neu ? hp_group_end(g) : neu;
+        if (first < end) {
+            rc = mmk__hp_alloc_init(h, first, end);
+            if (rc)
+                return rc;
+        }
+        p = end;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ create */
+
+static int create_new(mmk_heap *h)
+{
+    size_t size = HP_MIN_PAGES * HP_PAGE;
+    void *img = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (img == MAP_FAILED)
+        return -errno;
+    mmk_heap tmp = *h;
+    tmp.base = img;
+    tmp.hdr = img;
+    tmp.mapped = size;
+    struct hp_header *hd = img;
+    hd->magic = HP_MAGIC;
+    hd->version = HP_VERSION;
+    hd->bom = HP_BOM;
+    hd->page_size = HP_PAGE;
+    hd->ptr_width = sizeof(void *) * 8;
+    hd->hdr_size = sizeof *hd;
+    hd->heap_size = size;
+    hd->map_addr = (uint64_t)(uintptr_t)h->base;
+    mmk__os_random(&hd->heap_uuid, sizeof hd->heap_uuid);
+    hd->log_gen = 1;
+    hd->log_off = HP_PAGE;
+    hd->hiwater = hp_first_data(0);
+    for (uint64_t p = 0; p < hp_first_data(0); p++)
+        *hp_desc_ptr(&tmp, p) = D_MAKE(D_META, 0);
+    int rc = mmk__hp_alloc_init(&tmp, hp_first_data(0), HP_MIN_PAGES);
+    /* Checksums: data pages first, then the checksum page itself (all of a
+     * 1 MiB heap is covered by checksum page 1). */
+    uint32_t z = mmk__hp_zero_crc();
+    for (uint64_t p = 1 + HP_NCSUM; !rc && p < HP_MIN_PAGES; p++)
+        *hp_csum_ptr(&tmp, p) = mmk__crc32c(0, hp_page(&tmp, p), HP_PAGE) ^ z;
+    uint32_t *self = hp_csum_ptr(&tmp, 1);
+    *self = 0;
+    *self = mmk__crc32c(0, hp_page(&tmp, 1), HP_PAGE) ^ z;
+    hd->crc = mmk__hp_header_crc(hd);
+    if (!rc)
+        rc = IO->ftruncate(h->fd, size);
+    static const unsigned char zero[HP_PAGE];
+    for (uint64_t p = 0; !rc && p < HP_MIN_PAGES; p++) {
+        if (!memcmp(hp_page(&tmp, p), zero, HP_PAGE))
+            continue; /* stays a hole */
+        ssize_t w = IO->pwrite(h->fd, hp_page(&tmp, p), HP_PAGE, p << HP_SHIFT);
+        if (w < 0)
+            rc = (int)w;
+    }
+    if (!rc && !(h->flags & MMK_HEAP_NOSYNC))
+        rc = IO->fdatasync(h->fd);
+    if (!rc) {
+        rc = IO->ftruncate(h->logfd, 0);
+        h->log_end_alloc = 0;
+    }
+    if (!rc) {
+        struct mmk_heap t2 = *h;
+        t2.hdr = hd;
+        rc = log_write_header(&t2, 1, 0);
+        h->log_gen = t2.log_gen;
+        h->log_base = t2.log_base;
+    }
+    if (!rc && !(h->flags & MMK_HEAP_NOSYNC))
+        rc = IO->fsync_dir(h->path);
+    munmap(img, size);
+    return rc;
+}
+
+/* ------------------------------------------------------------ open/close */
+
+static size_t reserve_size(uint64_t heap_size)
+{
+    size_t r = RESERVE_DEFAULT;
+    const char *e = getenv("MMK_HEAP_RESERVE");
+    if (e && *e) {
+        unsigned long long v = strtoull(e, NULL, 0);
+        if (v >= HP_MIN_PAGES * HP_PAGE)
+            r = (size_t)v;
+    }
+    if (heap_size * 4 > r)
+        r = (size_t)heap_size * 4;
+    return mmk__align_up(r, (size_t)1 << 21);
+}
+
+static int reserve(mmk_heap *h, uint64_t heap_size, uint64_t fixed_at)
+{
+    size_t r = reserve_size(heap_size);
+    for (;;) {
+        int fl = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+        void *want = NULL;
+        if (fixed_at) {
+            fl |= MAP_FIXED_NOREPLACE;
+            want = (void *)(uintptr_t)fixed_at;
+        }
+        void *p = mmap(want, r, PROT_NONE, fl, -1, 0);
+        if (p != MAP_FAILED) {
+            if (fixed_at && p != want) { /* kernel without NOREPLACE: a hint only */
+                munmap(p, r);
+                return -EADDRINUSE;
+            }
+            h->base = p;
+            h->reserve = r;
+            return 0;
+        }
+        if (fixed_at)
+            return errno == EEXIST ? -EADDRINUSE : -errno;
+        if (errno != ENOMEM || r / 2 < heap_size || r <= ((size_t)1 << 30))
+            return -ENOMEM;
+        r /= 2; /* capped by the address space */
+    }
+}
+
+static void heap_free(mmk_heap *h)
+{
+    if (!h)
+        return;
+    mmk__hp_dirty_fini(h);
+    if (h->base)
+        munmap(h->base, h->reserve);
+    if (h->fd >= 0)
+        close(h->fd);
+    if (h->logfd >= 0)
+        close(h->logfd);
+    free(h->path);
+    free(h->logpath);
+    free(h->dirty);
+    free(h->scratch);
+    free(h);
+}
+
+MMK_API int mmk_heap_open(const char *path, unsigned flags, mmk_heap **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!path || !*path || (flags & ~(MMK_HEAP_CREATE | MMK_HEAP_RDONLY | MMK_HEAP_NOSYNC |
+                                      MMK_HEAP_FIXED)) ||
+        ((flags & MMK_HEAP_CREATE) && (flags & MMK_HEAP_RDONLY)))
+        return -EINVAL;
+    if (mmk__pagesz() != HP_PAGE)
+        return MMK_EFORMAT; /* this build's format uses 4 KiB pages */
+    mmk_heap *h = calloc(1, sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    h->fd = h->logfd = h->pagemap_fd = -1;
+    h->wp_claim = -1;
+    h->flags = flags;
+    h->pid = getpid();
+    h->log_limit = LOG_LIMIT_DEFAULT;
+    const char *ll = getenv("MMK_HEAP_LOG_LIMIT");
+    if (ll && *ll)
+        h->log_limit = strtoull(ll, NULL, 0);
+    size_t pl = strlen(path);
+    h->path = strdup(path);
+    h->logpath = malloc(pl + 5);
+    int rc = -ENOMEM;
+    if (!h->path || !h->logpath)
+        goto fail;
+    memcpy(h->logpath, path, pl);
+    memcpy(h->logpath + pl, "-log", 5);
+    int ro = !!(flags & MMK_HEAP_RDONLY);
+    h->fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+                           (flags & MMK_HEAP_CREATE ? O_CREAT : 0), 0600);
+    if (h->fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    h->logfd = open(h->logpath, (ro ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0600);
+    if (h->logfd < 0 && (!ro || errno != ENOENT)) {
+        rc = -errno;
+        goto fail;
+    }
+    struct stat st;
+    if (fstat(h->fd, &st)) {
+        rc = -errno;
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = -EINVAL;
+        goto fail;
+    }
+    if (st.st_size == 0) {
+        if (!(flags & MMK_HEAP_CREATE)) {
+            rc = MMK_EFORMAT;
+            goto fail;
+        }
+        rc = ofd_lock(h->fd, F_WRLCK, LOCK_WRITER, 1);
+        if (rc)
+            goto fail;
+        if (fstat(h->fd, &st))
+            rc = -errno;
+        else if (st.st_size == 0) {
+            rc = reserve(h, HP_MIN_PAGES * HP_PAGE, 0);
+            if (!rc)
+                rc = create_new(h);
+        }
+        ofd_unlock(h->fd, LOCK_WRITER);
+        if (rc)
+            goto fail;
+    }
+    if (h->logfd >= 0) {
+        if (fstat(h->logfd, &st)) {
+            rc = -errno;
+            goto fail;
+        }
+        h->log_end_alloc = (uint64_t)st.st_size;
+    }
+
+    /* Recovery: detect without the lock (cheap), recover under it. */
+    rc = recover_locked(h, 0);
+    if (rc == -EROFS) {
+        rc = ofd_lock(h->fd, ro ? F_RDLCK : F_WRLCK, LOCK_WRITER, 1);
+        if (rc)
+            goto fail;
+        rc = recover_locked(h, !ro);
+        ofd_unlock(h->fd, LOCK_WRITER);
+    }
+    if (rc)
+        goto fail;
+
+    struct hp_header hd;
+    uint64_t fsize;
+    rc = read_file_header(h, &hd, &fsize);
+    if (!rc)
+        rc = mmk__hp_header_valid(&hd, fsize, NULL, 0);
+    if (rc)
+        goto fail;
+    if (h->base) { /* reserved while creating */
+        munmap(h->base, h->reserve);
+        h->base = NULL;
+    }
+    rc = reserve(h, hd.heap_size, flags & MMK_HEAP_FIXED ? hd.map_addr : 0);
+    if (rc)
+        goto fail;
+    h->hdr = (struct hp_header *)h->base;
+    rc = map_file(h, hd.heap_size, 0);
+    if (rc)
+        goto fail;
+    rc = mmk__hp_dirty_init(h);
+    if (rc)
+        goto fail;
+    *out = h;
+    return 0;
+fail:
+    heap_free(h);
+    return rc;
+}
+
+static int drop_txn(mmk_heap *h, int collected);
+
+MMK_API void mmk_heap_close(mmk_heap *h)
+{
+    if (!h)
+        return;
+    if (h->pid == getpid()) {
+        if (h->in_txn)
+            mmk_heap_abort(h);
+        if (h->in_read)
+            mmk_heap_read_end(h);
+    }
+    heap_free(h);
+}
+
+/* ------------------------------------------------------------ transactions */
+
+static int usable(const mmk_heap *h)
+{
+    if (!h)
+        return -EINVAL;
+    if (h->pid != getpid())
+        return -ECHILD;
+    if (h->broken)
+        return h->broken;
+    return 0;
+}
+
+static int protect_all(mmk_heap *h, int writable)
+{
+    return mprotect(h->base, h->mapped, PROT_READ | (writable ? PROT_WRITE : 0)) ? -errno : 0;
+}
+
+MMK_API int mmk_heap_begin(mmk_heap *h)
+{
+    int rc = usable(h);
+    if (rc)
+        return rc;
+    if (h->flags & MMK_HEAP_RDONLY)
+        return -EROFS;
+    if (h->in_txn || h->in_read)
+        return -EBUSY;
+    rc = ofd_lock(h->fd, F_WRLCK, LOCK_WRITER, 1);
+    if (rc)
+        return rc;
+    /* A writer killed after its log sync left a commit to apply. */
+    struct hp_header *hd = h->hdr;
+    struct hp_loghdr lh;
+    int log_ok = 1;
+    if (hd->log_gen != h->log_gen || !h->log_gen)
+        log_ok = log_read_header(h, hd->heap_uuid, &lh);
+    else
+        lh = (struct hp_loghdr){.gen = h->log_gen, .base_commit = h->log_base};
+    int need = 0;
+    uint64_t off, expect;
+    if (log_ok) {
+        /* boot id: unchanged while this process lives; skip the compare */
+        if (hd->commit_id < lh.base_commit)
+            need = 2;
+        else if (hd->log_gen == lh.gen || hd->commit_id == lh.base_commit) {
+            off = hd->log_gen == lh.gen ? hd->log_off : HP_PAGE;
+            expect = hd->commit_id + 1;
+            struct hp_rec *m;
+            need = rec_read(h, hd->heap_uuid, off, lh.gen, expect, &m, NULL);
+            free(m);
+        } else
+            need = 2;
+    }
+    if (need || !log_ok || hd->crc != mmk__hp_header_crc(hd)) {
+        rc = recover_locked(h, 1);
+        if (rc)
+            goto unlock;
+    }
+    if (!h->log_gen) {
+        h->log_gen = hd->log_gen; /* a new generation above any the heap saw */
+        rc = checkpoint(h, hd->commit_id);
+        if (rc)
+            goto unlock;
+    }
+    rc = catch_up(h, 0);
+    if (rc)
+        goto unlock;
+    h->txn_start_size = hd->heap_size;
+    if (h->dm != DM_WP) {
+        rc = protect_all(h, 1);
+        if (rc)
+            goto unlock;
+    }
+    rc = mmk__hp_dirty_begin(h);
+    if (rc) {
+        protect_all(h, 0);
+        goto unlock;
+    }
+    h->in_txn = 1;
+    return 0;
+unlock:
+    ofd_unlock(h->fd, LOCK_WRITER);
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void sort_dedup(mmk_heap *h)
+{
+    qsort(h->dirty, h->ndirty, sizeof *h->dirty, cmp_u64);
+    size_t k = 0;
+    for (size_t i = 0; i < h->ndirty; i++)
+        if (!k || h->dirty[i] != h->dirty[k - 1])
+            h->dirty[k++] = h->dirty[i];
+    h->ndirty = k;
+}
+
+/* Throw the private copies away: the mapping reads the file again. */
+static void discard_pages(mmk_heap *h, int collected)
+{
+    if (!collected) {
+        madvise(h->base, h->mapped, MADV_DONTNEED);
+        return;
+    }
+    for (size_t i = 0; i < h->ndirty;) {
+        size_t j = i + 1;
+        while (j < h->ndirty && h->dirty[j] == h->dirty[j - 1] + 1)
+            j++;
+        if (h->dirty[i] < (h->mapped >> HP_SHIFT))
+            madvise(hp_page(h, h->dirty[i]), (j - i) << HP_SHIFT, MADV_DONTNEED);
+        i = j;
+    }
+}
+
+/* End the transaction without committing (abort, or a failed commit). */
+static int drop_txn(mmk_heap *h, int collected)
+{
+    int rc = protect_all(h, 0);
+    discard_pages(h, collected);
+    mmk__hp_dirty_end(h);
+    h->in_txn = 0;
+    ofd_unlock(h->fd, LOCK_WRITER);
+    return rc;
+}
+
+MMK_API int mmk_heap_abort(mmk_heap *h)
+{
+    if (!h)
+        return -EINVAL;
+    if (h->pid != getpid())
+        return -ECHILD;
+    if (!h->in_txn)
+        return -EINVAL;
+    int rc = mmk__hp_dirty_collect(h);
+    return drop_txn(h, rc == 0) ? -EIO : 0;
+}
+
+static int ensure_cap(mmk_heap *h, size_t n)
+{
+    if (n <= h->cap_dirty)
+        return 0;
+    size_t c = h->cap_dirty ? h->cap_dirty : 256;
+    while (c < n)
+        c *= 2;
+    uint64_t *d = realloc(h->dirty, c * sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    h->dirty = d;
+    h->cap_dirty = c;
+    return 0;
+}
+
+int mmk__hp_dirty_add(mmk_heap *h, uint64_t pg)
+{
+    int rc = ensure_cap(h, h->ndirty + 1);
+    if (rc)
+        return rc;
+    h->dirty[h->ndirty++] = pg;
+    return 0;
+}
+
+static int is_csum_page(uint64_t pg)
+{
+    uint64_t m = hp_meta_start(hp_group(pg));
+    return pg >= m && pg < m + HP_NCSUM;
+}
+
+/* Extend the log with zeros so record writes overwrite allocated blocks
+ * (an fdatasync then has no size or extent change to journal). */
+static int log_reserve(mmk_heap *h, uint64_t end)
+{
+    if (end <= h->log_end_alloc)
+        return 0;
+    uint64_t to = (end + LOG_CHUNK - 1) / LOG_CHUNK * LOG_CHUNK;
+    static const unsigned char zero[1 << 16];
+    for (uint64_t o = h->log_end_alloc; o < to; o += sizeof zero) {
+        ssize_t w = IO->pwrite(h->logfd, zero, sizeof zero, o);
+        if (w < 0)
+            return (int)w;
+    }
+    h->log_end_alloc = to;
+    return 0;
+}
+
+MMK_API int mmk_heap_commit(mmk_heap *h)
+{
+    int rc = usable(h);
+    if (rc)
+        return rc;
+    if (!h->in_txn)
+        return -EINVAL;
+    struct hp_header *hd = h->hdr;
+    rc = mmk__hp_dirty_collect(h);
+    if (rc) {
+        drop_txn(h, 0);
+        return rc;
+    }
+    if (h->ndirty == 0) { /* nothing written: nothing to commit */
+        drop_txn(h, 1);
+        return 0;
+    }
+    /* Pages beyond the heap (written after a failed growth) are not ours. */
+    uint64_t npg = hp_pages(h);
+    size_t k = 0;
+    for (size_t i = 0; i < h->ndirty; i++)
+        if (h->dirty[i] < npg)
+            h->dirty[k++] = h->dirty[i];
+    h->ndirty = k;
+    /* The WP path needs the metadata pages writable before we store. */
+    size_t ndata = h->ndirty;
+    uint32_t z = mmk__hp_zero_crc();
+    rc = mmk__hp_dirty_add(h, 0);
+    for (size_t i = 0; !rc && i < ndata; i++) {
+        uint64_t p = h->dirty[i];
+        if (p == 0 || is_csum_page(p))
+            continue;
+        rc = mmk__hp_dirty_add(h, hp_csum_page(p));
+    }
+    if (!rc) {
+        sort_dedup(h);
+        /* Second-level: checksum pages >= 1 of a group are covered by its
+         * checksum page 0. */
+        size_t n0 = h->ndirty;
+        for (size_t i = 0; !rc && i < n0; i++)
+            if (is_csum_page(h->dirty[i]))
+                rc = mmk__hp_dirty_add(h, hp_meta_start(hp_group(h->dirty[i])));
+        sort_dedup(h);
+    }
+    if (!rc && h->dm == DM_WP) {
+        /* make the pages we are about to store into writable */
+        for (size_t i = 0; i < h->ndirty && !rc; i++)
+            if (mprotect(hp_page(h, h->dirty[i]), HP_PAGE, PROT_READ | PROT_WRITE))
+                rc = -errno;
+    }
+    size_t n = h->ndirty;
+    size_t meta_len = sizeof(struct hp_rec) + n * 12;
+    size_t mlen = mmk__align_up(meta_len, HP_PAGE);
+    if (!rc && h->scratch_cap < mlen) {
+        void *s = realloc(h->scratch, mlen);
+        if (!s)
+            rc = -ENOMEM;
+        else {
+            h->scratch = s;
+            h->scratch_cap = mlen;
+        }
+    }
+    if (rc) {
+        drop_txn(h, 1);
+        return rc;
+    }
+    struct hp_rec *r = h->scratch;
+    uint64_t *pgs = (uint64_t *)(r + 1);
+    uint32_t *pcrc = (uint32_t *)(pgs + n);
+    /* Checksums bottom-up: data pages, then checksum pages >= 1, then each
+     * group's checksum page 0 (which holds its own entry), header last. */
+    for (int pass = 0; pass < 3; pass++) {
+        for (size_t i = 0; i < n; i++) {
+            uint64_t p = h->dirty[i];
+            if (p == 0)
+                continue;
+            int cs = is_csum_page(p), c0 = p == hp_meta_start(hp_group(p));
+            if ((pass == 0 && cs) || (pass == 1 && (!cs || c0)) || (pass == 2 && !c0))
+                continue;
+            uint32_t *slot = hp_csum_ptr(h, p);
+            if (pass == 2)
+                *slot = 0;
+            uint32_t c = mmk__crc32c(0, hp_page(h, p), HP_PAGE);
+            *slot = c ^ z;
+            if (pass == 2)
+                c = mmk__crc32c(0, hp_page(h, p), HP_PAGE);
+            pcrc[i] = c;
+        }
+    }
+    uint64_t off = hd->log_gen == h->log_gen && hd->log_off >= HP_PAGE ? hd->log_off : HP_PAGE;
+    uint64_t len = mlen + (uint64_t)n * HP_PAGE;
+    hd->commit_id++;
+    hd->log_gen = h->log_gen;
+    hd->log_off = off + len;
+    hd->crc = mmk__hp_header_crc(hd);
+    pcrc[0] = mmk__crc32c(0, hd, HP_PAGE);
+    *r = (struct hp_rec){.magic = REC_MAGIC, .npages = (uint32_t)n, .commit_id = hd->commit_id,
+                         .gen = h->log_gen, .heap_size = hd->heap_size, .len = len,
+                         .heap_uuid = hd->heap_uuid,
+                         .meta_len = (uint32_t)meta_len};
+    memcpy(pgs, h->dirty, n * sizeof *pgs);
+    memset((char *)h->scratch + meta_len, 0, mlen - meta_len);
+    r->crc = mmk__crc32c(0, h->scratch, meta_len);
+
+    /* 1. the record, 2. its sync: the commit is durable from here. */
+    rc = log_reserve(h, off + len);
+    struct iovec iov[65];
+    int cnt = 0;
+    uint64_t woff = off;
+    if (!rc) {
+        iov[cnt++] = (struct iovec){h->scratch, mlen};
+        for (size_t i = 0; i < n && !rc;) {
+            size_t j = i + 1;
+            while (j < n && h->dirty[j] == h->dirty[j - 1] + 1)
+                j++;
+            iov[cnt++] = (struct iovec){hp_page(h, h->dirty[i]), (j - i) << HP_SHIFT};
+            i = j;
+            if (cnt == 65 || i == n) {
+                uint64_t bytes = 0;
+                for (int q = 0; q < cnt; q++)
+                    bytes += iov[q].iov_len;
+                ssize_t w = IO->pwritev(h->logfd, iov, cnt, woff);
+                if (w < 0)
+                    rc = (int)w;
+                woff += bytes;
+                cnt = 0;
+            }
+        }
+    }
+    if (!rc && !(h->flags & MMK_HEAP_NOSYNC))
+        rc = IO->fdatasync(h->logfd);
+    if (rc) {
+        /* Not durable: make sure recovery never replays it, then undo. */
+        static const unsigned char zero[sizeof(struct hp_rec)];
+        if (IO->pwrite(h->logfd, zero, sizeof zero, off) < 0)
+            h->broken = -EIO;
+        drop_txn(h, 1);
+        return rc;
+    }
+    /* 3. apply to the file while readers are held off. */
+    rc = ofd_lock(h->fd, F_WRLCK, LOCK_APPLY, 1);
+    if (!rc) {
+        for (size_t i = 0; i < n && !rc;) {
+            if (h->dirty[i] == 0) { /* the header goes last */
+                i++;
+                continue;
+            }
+            size_t j = i + 1;
+            while (j < n && h->dirty[j] == h->dirty[j - 1] + 1)
+                j++;
+            ssize_t w = IO->pwrite(h->fd, hp_page(h, h->dirty[i]), (j - i) << HP_SHIFT,
+                                   h->dirty[i] << HP_SHIFT);
+            if (w < 0)
+                rc = (int)w;
+            i = j;
+        }
+        if (!rc) {
+            ssize_t w = IO->pwrite(h->fd, hd, HP_PAGE, 0);
+            if (w < 0)
+                rc = (int)w;
+        }
+        ofd_unlock(h->fd, LOCK_APPLY);
+    }
+    if (rc)
+        h->broken = -EIO; /* durable in the log; the next open applies it */
+    else if (hd->log_off > h->log_limit)
+        checkpoint(h, hd->commit_id); /* a failure leaves the log longer: harmless */
+    drop_txn(h, 1);
+    return rc;
+}
+
+/* ------------------------------------------------------------ accessors */
+
+MMK_API void *mmk_heap_ptr(const mmk_heap *h, mmk_ref ref)
+{
+    if (!h || !ref || ref >= h->mapped)
+        return NULL;
+    return h->base + ref;
+}
+
+MMK_API mmk_ref mmk_heap_ref(const mmk_heap *h, const void *ptr)
+{
+    if (!h || !ptr)
+        return 0;
+    uintptr_t p = (uintptr_t)ptr, b = (uintptr_t)h->base;
+    if (p <= b || p >= b + h->mapped)
+        return 0;
+    return p - b;
+}
+
+MMK_API mmk_ref mmk_heap_root(const mmk_heap *h)
+{
+    return h ? __atomic_load_n(&h->hdr->root, __ATOMIC_ACQUIRE) : 0;
+}
+
+MMK_API int mmk_heap_set_root(mmk_heap *h, mmk_ref ref)
+{
+    if (!h || !h->in_txn || ref >= h->hdr->heap_size)
+        return -EINVAL;
+    h->hdr->root = ref;
+    return 0;
+}
+
+MMK_API uint64_t mmk_heap_schema(const mmk_heap *h)
+{
+    return h ? h->hdr->schema : 0;
+}
+
+MMK_API int mmk_heap_set_schema(mmk_heap *h, uint64_t version)
+{
+    if (!h || !h->in_txn)
+        return -EINVAL;
+    h->hdr->schema = version;
+    return 0;
+}
+
+MMK_API int mmk_heap_read_begin(mmk_heap *h)
+{
+    int rc = usable(h);
+    if (rc)
+        return rc;
+    if (h->in_txn || h->in_read)
+        return -EBUSY;
+    rc = ofd_lock(h->fd, F_RDLCK, LOCK_APPLY, 1);
+    if (rc)
+        return rc;
+    if (h->hdr->crc != mmk__hp_header_crc(h->hdr)) {
+        /* A writer died while applying: recover under the writer lock. */
+        ofd_unlock(h->fd, LOCK_APPLY);
+        if (h->flags & MMK_HEAP_RDONLY)
+            return MMK_ECORRUPT;
+        rc = ofd_lock(h->fd, F_WRLCK, LOCK_WRITER, 1);
+        if (rc)
+            return rc;
+        rc = recover_locked(h, 1);
+        ofd_unlock(h->fd, LOCK_WRITER);
+        if (rc)
+            return rc;
+        rc = ofd_lock(h->fd, F_RDLCK, LOCK_APPLY, 1);
+        if (rc)
+            return rc;
+    }
+    rc = catch_up(h, 0);
+    if (rc) {
+        ofd_unlock(h->fd, LOCK_APPLY);
+        return rc;
+    }
+    h->in_read = 1;
+    return 0;
+}
+
+MMK_API void mmk_heap_read_end(mmk_heap *h)
+{
+    if (!h || !h->in_read || h->pid != getpid())
+        return;
+    h->in_read = 0;
+    ofd_unlock(h->fd, LOCK_APPLY);
+}
+
+MMK_API int mmk_heap_check(mmk_heap *h)
+{
+    return mmk_heap_check_report(h, NULL, 0);
+}
+
+MMK_API int mmk_heap_check_report(mmk_heap *h, char *msg, size_t len)
+{
+    int rc = usable(h);
+    if (rc)
+        return rc;
+    if (msg && len)
+        msg[0] = 0;
+    /* Hold off appliers so the file is one commit throughout; inside our
+     * own transaction the writer lock already does. */
+    if (!h->in_txn && !h->in_read) {
+        rc = ofd_lock(h->fd, F_RDLCK, LOCK_APPLY, 1);
+        if (rc)
+            return rc;
+    }
+    rc = mmk__hp_check(h, msg, len);
+    if (!h->in_txn && !h->in_read)
+        ofd_unlock(h->fd, LOCK_APPLY);
+    return rc;
+}
+
+MMK_API int mmk_heap_stats(mmk_heap *h, struct mmk_heap_stats *out)
+{
+    if (!h || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    int rc = mmk__hp_stats(h, out);
+    uint64_t off = h->hdr->log_gen == h->log_gen ? h->hdr->log_off : HP_PAGE;
+    out->log_bytes = off > HP_PAGE ? off - HP_PAGE : 0;
+    out->reserved = h->reserve;
+    out->dirty_method = mmk__hp_dirty_name(h->dm);
+    return rc;
+}

@@ -1,0 +1,232 @@
+/* Finding the pages a transaction wrote, three ways (MMK_HEAP_DIRTY=scan,
+ * pagemap or wp forces one; the default is the first that works here):
+ *
+ *  scan     PAGEMAP_SCAN ioctl (Linux 6.7+): in a MAP_PRIVATE file mapping a
+ *           written page was copied on write and is anonymous, so we ask for
+ *           present or swapped pages that are NOT file pages. The kernel
+ *           skips empty page tables: cost grows with resident pages.
+ *  pagemap  read /proc/self/pagemap (8 bytes a page) and test bit 61 (file
+ *           page) of present/swapped pages: cost grows with the heap size.
+ *  wp       the mapping stays read-only inside the transaction; the first
+ *           write to a page faults, our claim in the fault layer marks it
+ *           and makes it writable. Costs a fault per page and splits the
+ *           mapping (vm.max_map_count bounds a transaction); system calls
+ *           that write into heap memory fail with EFAULT. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fault_internal.h"
+#include "heap_internal.h"
+
+/* PAGEMAP_SCAN, declared here when the system headers predate it. */
+#ifndef PAGEMAP_SCAN
+struct page_region {
+    uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PAGE_IS_FILE (1 << 2)
+#define PAGE_IS_PRESENT (1 << 3)
+#define PAGE_IS_SWAPPED (1 << 4)
+#endif
+
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAPPED (1ull << 62)
+#define PM_FILE (1ull << 61)
+
+const char *mmk__hp_dirty_name(int dm)
+{
+    return dm == DM_SCAN ? "pagemap_scan" : dm == DM_PAGEMAP ? "pagemap" : "wp_fault";
+}
+
+static int scan_range(mmk_heap *h, uint64_t start, uint64_t end)
+{
+    struct page_region vec[256];
+    while (start < end) {
+        struct pm_scan_arg a = {
+            .size = sizeof a, .start = start, .end = end,
+            .vec = (uint64_t)(uintptr_t)vec, .vec_len = 256,
+            .category_inverted = PAGE_IS_FILE, .category_mask = PAGE_IS_FILE,
+            .category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            .return_mask = PAGE_IS_FILE | PAGE_IS_PRESENT | PAGE_IS_SWAPPED};
+        long n = ioctl(h->pagemap_fd, PAGEMAP_SCAN, &a);
+        if (n < 0)
+            return -errno;
+        for (long i = 0; i < n; i++)
+            for (uint64_t p = vec[i].start; p < vec[i].end; p += HP_PAGE) {
+                int rc = mmk__hp_dirty_add(h, (p - (uint64_t)(uintptr_t)h->base) >> HP_SHIFT);
+                if (rc)
+                    return rc;
+            }
+        if (a.walk_end <= start)
+            return -EIO;
+        start = a.walk_end;
+    }
+    return 0;
+}
+
+static int pagemap_range(mmk_heap *h, uint64_t start, uint64_t end)
+{
+    uint64_t ent[4096];
+    uint64_t first = start / HP_PAGE, last = end / HP_PAGE;
+    while (first < last) {
+        size_t k = last - first < 4096 ? (size_t)(last - first) : 4096;
+        ssize_t r = pread(h->pagemap_fd, ent, k * 8, (off_t)(first * 8));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0 || r % 8)
+            return -EIO;
+        k = (size_t)r / 8;
+        for (size_t i = 0; i < k; i++)
+            if ((ent[i] & (PM_PRESENT | PM_SWAPPED)) && !(ent[i] & PM_FILE)) {
+                int rc = mmk__hp_dirty_add(
+                    h, ((first + i) * HP_PAGE - (uint64_t)(uintptr_t)h->base) >> HP_SHIFT);
+                if (rc)
+                    return rc;
+            }
+        first += k;
+    }
+    return 0;
+}
+
+/* Signal context: mark the page, make it writable, retry the store. */
+static int wp_fault(void *ctx, void *addr, int sig, int si_code, int is_write)
+{
+    (void)si_code;
+    mmk_heap *h = ctx;
+    uintptr_t a = (uintptr_t)addr, b = (uintptr_t)h->base;
+    if (sig != SIGSEGV || !is_write || !__atomic_load_n(&h->in_txn, __ATOMIC_RELAXED) ||
+        a < b || a >= b + __atomic_load_n(&h->mapped, __ATOMIC_RELAXED))
+        return 0;
+    uint64_t pg = (a - b) >> HP_SHIFT;
+    if (mprotect((void *)(b + (pg << HP_SHIFT)), HP_PAGE, PROT_READ | PROT_WRITE))
+        return 0;
+    __atomic_fetch_or(&h->wp_bits[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
+    return 1;
+}
+
+static int probe_scan(mmk_heap *h)
+{
+    h->ndirty = 0;
+    int rc = scan_range(h, (uint64_t)(uintptr_t)h->base,
+                        (uint64_t)(uintptr_t)h->base + HP_PAGE);
+    h->ndirty = 0;
+    return rc;
+}
+
+static int init_wp(mmk_heap *h)
+{
+    size_t words = (h->reserve >> HP_SHIFT) / 64 + 1;
+    h->wp_bits_len = mmk__align_up(words * 8, HP_PAGE);
+    void *m = mmap(NULL, h->wp_bits_len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return -errno;
+    h->wp_bits = m;
+    int rc = mmk__fault_acquire();
+    if (rc)
+        return rc;
+    h->wp_claim = mmk__fault_claim(h->base, h->reserve, wp_fault, h);
+    if (h->wp_claim < 0) {
+        mmk__fault_release();
+        return h->wp_claim;
+    }
+    return 0;
+}
+
+int mmk__hp_dirty_init(mmk_heap *h)
+{
+    const char *e = getenv("MMK_HEAP_DIRTY");
+    int want = -1;
+    if (e && !strcmp(e, "scan"))
+        want = DM_SCAN;
+    else if (e && !strcmp(e, "pagemap"))
+        want = DM_PAGEMAP;
+    else if (e && !strcmp(e, "wp"))
+        want = DM_WP;
+    if (want != DM_WP) {
+        h->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        if (h->pagemap_fd >= 0) {
+            if (want != DM_PAGEMAP && probe_scan(h) == 0) {
+                h->dm = DM_SCAN;
+                return 0;
+            }
+            if (want != DM_SCAN) {
+                h->dm = DM_PAGEMAP;
+                return 0;
+            }
+        }
+        if (want >= 0)
+            return h->pagemap_fd < 0 ? -errno : -ENOTSUP;
+    }
+    h->dm = DM_WP;
+    return init_wp(h);
+}
+
+void mmk__hp_dirty_fini(mmk_heap *h)
+{
+    if (h->wp_claim >= 0) {
+        mmk__fault_unclaim(h->wp_claim);
+        mmk__fault_release();
+        h->wp_claim = -1;
+    }
+    if (h->wp_bits)
+        munmap(h->wp_bits, h->wp_bits_len);
+    h->wp_bits = NULL;
+    if (h->pagemap_fd >= 0)
+        close(h->pagemap_fd);
+    h->pagemap_fd = -1;
+}
+
+int mmk__hp_dirty_begin(mmk_heap *h)
+{
+    h->ndirty = 0;
+    return 0;
+}
+
+int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped)
+{
+    (void)h;
+    (void)old_mapped;
+    return 0; /* new pages are mapped like the rest (read-only for wp) */
+}
+
+int mmk__hp_dirty_collect(mmk_heap *h)
+{
+    h->ndirty = 0;
+    uint64_t b = (uint64_t)(uintptr_t)h->base;
+    if (h->dm == DM_SCAN)
+        return scan_range(h, b, b + h->mapped);
+    if (h->dm == DM_PAGEMAP)
+        return pagemap_range(h, b, b + h->mapped);
+    size_t words = ((h->mapped >> HP_SHIFT) + 63) / 64;
+    for (size_t w = 0; w < words; w++) {
+        uint64_t x = h->wp_bits[w];
+        if (!x)
+            continue;
+        h->wp_bits[w] = 0;
+        while (x) {
+            int rc = mmk__hp_dirty_add(h, w * 64 + (uint64_t)__builtin_ctzll(x));
+            if (rc)
+                return rc;
+            x &= x - 1;
+        }
+    }
+    return 0;
+}
+
+void mmk__hp_dirty_end(mmk_heap *h)
+{
+    (void)h;
+}
