@@ -11,6 +11,7 @@
 #include <mmkit/arena.h>
 #include <mmkit/sparse.h>
 #include <mmkit/view.h>
+#include <mmkit/advice.h>
 #include <mmkit/heap.h>
 #include <mmkit/map.h>
 
