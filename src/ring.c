@@ -833,7 +833,12 @@ MMK_API int mmk_ring_rec_reserve(mmk_ring *r, size_t len, void **rec)
 
 MMK_API int mmk_ring_rec_commit(mmk_ring *r, size_t len)
 {
-    if (mmk__unlikely(!r || !r->rsv_open || len > r->rsv_len))
+    if (mmk__unlikely(!r))
+        return -EINVAL;
+    int rc = atomic_load_explicit(&r->broken, memory_order_relaxed);
+    if (mmk__unlikely(rc))
+        return rc;
+    if (mmk__unlikely(!r->rsv_open || len > r->rsv_len))
         return -EINVAL;
     /* Header: length, and length ^ REC_CHECK, as one 64-bit word. */
     *(uint64_t *)(void *)(r->data + r->woff) = (uint64_t)len | (uint64_t)(len ^ REC_CHECK) << 32;
@@ -847,7 +852,12 @@ MMK_API int mmk_ring_rec_commit(mmk_ring *r, size_t len)
 
 MMK_API int mmk_ring_rec_discard(mmk_ring *r)
 {
-    if (!r || !r->rsv_open)
+    if (!r)
+        return -EINVAL;
+    int rc = atomic_load_explicit(&r->broken, memory_order_relaxed);
+    if (rc)
+        return rc;
+    if (!r->rsv_open)
         return -EINVAL;
     r->rsv_open = 0;
     return 0;
@@ -879,7 +889,12 @@ MMK_API ssize_t mmk_ring_rec_peek(mmk_ring *r, const void **rec)
 
 MMK_API int mmk_ring_rec_release(mmk_ring *r)
 {
-    if (mmk__unlikely(!r || !r->peek_space))
+    if (mmk__unlikely(!r))
+        return -EINVAL;
+    int rc = atomic_load_explicit(&r->broken, memory_order_relaxed);
+    if (mmk__unlikely(rc))
+        return rc;
+    if (mmk__unlikely(!r->peek_space))
         return -EINVAL;
     r->tail += r->peek_space;
     r->roff = off_add(r, r->roff, r->peek_space);
