@@ -360,7 +360,7 @@ static void on_fault(int sig, siginfo_t *si, void *uctx)
     if (si->si_code > 0) {
         uintptr_t addr = (uintptr_t)si->si_addr;
         int is_write = -1;
-#if MMK__FAULT_TABLE
+#if defined(__x86_64__) && defined(__linux__)
         greg_t *gr = ((ucontext_t *)uctx)->uc_mcontext.gregs;
         if (gr[REG_TRAPNO] == 14) /* page fault: error code bit 1 = write */
             is_write = (gr[REG_ERR] & 2) != 0;
