@@ -21,6 +21,8 @@
 #define IO (mmk__heap_io)
 #define LOCK_WRITER 0   /* byte of the heap file: the one writer */
 #define LOCK_APPLY 1    /* byte: held exclusively while pages are applied */
+#define LOCK_INTENT 2   /* byte: an applier holds it while waiting for views to end,
+                         * so a stream of new read views cannot starve it */
 #define LOG_CHUNK ((uint64_t)4 << 20)
 #define LOG_LIMIT_DEFAULT ((uint64_t)32 << 20)
 #define RESERVE_DEFAULT ((size_t)64 << 30)
@@ -125,6 +127,36 @@ static void ofd_unlock(int fd, off_t byte)
     struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
     while (fcntl(fd, F_OFD_SETLK, &fl) && errno == EINTR) {
     }
+}
+
+/* The applier: announce, wait for open views, keep new ones out. */
+static int apply_lock(mmk_heap *h)
+{
+    int rc = ofd_lock(h->fd, F_WRLCK, LOCK_INTENT, 1);
+    if (rc)
+        return rc;
+    rc = ofd_lock(h->fd, F_WRLCK, LOCK_APPLY, 1);
+    if (rc)
+        ofd_unlock(h->fd, LOCK_INTENT);
+    return rc;
+}
+
+static void apply_unlock(mmk_heap *h)
+{
+    ofd_unlock(h->fd, LOCK_APPLY);
+    ofd_unlock(h->fd, LOCK_INTENT);
+}
+
+/* A read view: pass the intent byte (waits while an applier is queued),
+ * then hold the apply byte shared. */
+static int view_lock(mmk_heap *h)
+{
+    int rc = ofd_lock(h->fd, F_RDLCK, LOCK_INTENT, 1);
+    if (rc)
+        return rc;
+    rc = ofd_lock(h->fd, F_RDLCK, LOCK_APPLY, 1);
+    ofd_unlock(h->fd, LOCK_INTENT);
+    return rc;
 }
 
 /* ------------------------------------------------------------ log */
@@ -309,10 +341,10 @@ static int replay(mmk_heap *h, uint64_t uuid, uint64_t gen, uint64_t off, uint64
         unsigned char *img;
         if (!rec_read(h, uuid, off, gen, expect, &m, &img))
             return 0;
-        int rc = ofd_lock(h->fd, F_WRLCK, LOCK_APPLY, 1);
+        int rc = apply_lock(h);
         if (!rc) {
             rc = rec_apply(h, m, img);
-            ofd_unlock(h->fd, LOCK_APPLY);
+            apply_unlock(h);
         }
         off += m->len;
         free(m);
@@ -1096,7 +1128,7 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         return rc;
     }
     /* 3. apply to the file while readers are held off. */
-    rc = ofd_lock(h->fd, F_WRLCK, LOCK_APPLY, 1);
+    rc = apply_lock(h);
     if (!rc) {
         for (size_t i = 0; i < n && !rc;) {
             if (h->dirty[i] == 0) { /* the header goes last */
@@ -1117,7 +1149,7 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
             if (w < 0)
                 rc = (int)w;
         }
-        ofd_unlock(h->fd, LOCK_APPLY);
+        apply_unlock(h);
     }
     if (rc)
         h->broken = -EIO; /* durable in the log; the next open applies it */
@@ -1179,7 +1211,7 @@ MMK_API int mmk_heap_read_begin(mmk_heap *h)
         return rc;
     if (h->in_txn || h->in_read)
         return -EBUSY;
-    rc = ofd_lock(h->fd, F_RDLCK, LOCK_APPLY, 1);
+    rc = view_lock(h);
     if (rc)
         return rc;
     if (h->hdr->crc != mmk__hp_header_crc(h->hdr)) {
@@ -1194,7 +1226,7 @@ MMK_API int mmk_heap_read_begin(mmk_heap *h)
         ofd_unlock(h->fd, LOCK_WRITER);
         if (rc)
             return rc;
-        rc = ofd_lock(h->fd, F_RDLCK, LOCK_APPLY, 1);
+        rc = view_lock(h);
         if (rc)
             return rc;
     }
@@ -1230,7 +1262,7 @@ MMK_API int mmk_heap_check_report(mmk_heap *h, char *msg, size_t len)
     /* Hold off appliers so the file is one commit throughout; inside our
      * own transaction the writer lock already does. */
     if (!h->in_txn && !h->in_read) {
-        rc = ofd_lock(h->fd, F_RDLCK, LOCK_APPLY, 1);
+        rc = view_lock(h);
         if (rc)
             return rc;
     }
