@@ -524,8 +524,10 @@ static void read_page(const mmk_snapshot *s, size_t i, size_t in, void *dst, siz
     const mmk_region *r = s->r;
     if (!bit_get(s->saved, i)) {
         copy_page(dst, r->base + i * r->page + in, n);
-        atomic_thread_fence(memory_order_acquire);
-        if (!bit_get(s->saved, i))
+        /* A read-don't-modify-write: orders the copy before the re-check
+         * (a fence would do, but ThreadSanitizer does not model fences). */
+        uint64_t w = atomic_fetch_or_explicit(&s->saved[i / 64], 0, memory_order_acq_rel);
+        if (!((w >> (i % 64)) & 1))
             return;
     }
     memcpy(dst, s->store + i * r->page + in, n);
