@@ -1,0 +1,1044 @@
+/* Persistent hash map inside a heap (mmkit/map.h).
+ *
+ * Layout (all inside the heap, little-endian like the heap itself):
+ *   header     magic, seed, counters, linear-hashing state, checksum
+ *   directory  array of segment refs (doubles when full; it is small)
+ *   segment    4 KiB = 64 buckets
+ *   bucket     64 bytes, one cache line: 7 slots + an overflow node ref
+ *   slot       entry ref (low 48 bits) | top 16 bits of the key's hash
+ *   entry      hash, klen, vlen, key, padding to 8, value (one allocation)
+ *
+ * Why this shape: a put dirties one random bucket page and the (mostly
+ * sequential) page of its new entry; a split rewrites only slots, never
+ * entries, so growth adds no random page writes to a commit (commit cost is
+ * per dirty page). A get reads one bucket line and one entry: the 16-bit
+ * tags skip the others.
+ *
+ * Linear hashing: buckets 0..n+split-1 exist; a hash picks bucket
+ * h & (n-1), or h & (2n-1) when that is below split. Each insert that
+ * pushes the load above LOAD entries a bucket splits bucket `split` into
+ * itself and n+split, so growth costs one bucket per put.
+ *
+ * Within a bucket chain the used slots are contiguous from the start
+ * (deletion moves the chain's last slot into the hole), so walks stop at the
+ * first empty slot and overflow nodes are never empty.
+ *
+ * Trust: nothing read from the heap is believed. Every ref is checked to lie
+ * inside the heap with its whole length (mp), the header carries a
+ * checksum, overflow chains are walked with Brent's cycle detection. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <mmkit/map.h>
+#include "internal.h"
+
+#define MAP_MAGIC 0x31504d414d4b4d4dull /* "MMKMAMP1" */
+#define MAP_VERSION 1u
+#define SLOTS 7
+#define SEG_BYTES 4096u
+#define SEG_B (SEG_BYTES / 64u) /* buckets a segment */
+#define N0 8u                   /* initial buckets */
+#define LOAD 4u                 /* entries a bucket before a split */
+#define DIR0 8u                 /* initial directory capacity */
+#define MAX_N (1ull << 40)
+#define REF_BITS 48
+#define REF_MASK ((1ull << REF_BITS) - 1)
+
+struct mhdr {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t hdr_size;
+    uint64_t k0, k1;  /* SipHash key: the per-map seed */
+    uint64_t count;   /* entries */
+    uint64_t mods;    /* changes, for iterators */
+    uint64_t n;       /* buckets at the start of this round (power of two) */
+    uint64_t split;   /* next bucket to split, < n */
+    uint64_t dir;     /* ref of the directory */
+    uint64_t dir_cap; /* directory slots */
+    uint64_t nseg;    /* segments in use */
+    uint64_t over;    /* overflow nodes */
+    uint64_t sum;     /* checksum of the fields above */
+};
+
+struct mbucket {
+    uint64_t slot[SLOTS];
+    uint64_t over;
+};
+_Static_assert(sizeof(struct mbucket) == 64, "a bucket is one cache line");
+
+struct ment {
+    uint64_t hash;
+    uint32_t klen, vlen;
+    /* key, padding to 8, value */
+};
+
+struct mctx {
+    mmk_heap *h;
+    struct mhdr *m;
+    uint64_t *dir;
+    uint64_t nb; /* buckets in use = n + split */
+};
+
+/* ------------------------------------------------------------ hashing */
+
+static inline uint64_t rotl(uint64_t x, int b) { return (x << b) | (x >> (64 - b)); }
+
+static inline uint64_t le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+#define SIPROUND                                                                         \
+    do {                                                                                 \
+        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);                       \
+        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;                                           \
+        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;                                           \
+        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);                        \
+    } while (0)
+
+/* SipHash-c-d (Aumasson and Bernstein). The map uses 1-3; the test checks
+ * 2-4 against the published vectors. */
+static inline uint64_t siphash(uint64_t k0, uint64_t k1, const void *data, size_t len, int c,
+                               int d)
+{
+    const uint8_t *p = data;
+    uint64_t v0 = 0x736f6d6570736575ull ^ k0, v1 = 0x646f72616e646f6dull ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ull ^ k0, v3 = 0x7465646279746573ull ^ k1;
+    size_t full = len & ~(size_t)7;
+    for (size_t i = 0; i < full; i += 8) {
+        uint64_t m = le64(p + i);
+        v3 ^= m;
+        for (int r = 0; r < c; r++)
+            SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = (uint64_t)len << 56;
+    for (size_t i = 0; i < (len & 7); i++)
+        b |= (uint64_t)p[full + i] << (8 * i);
+    v3 ^= b;
+    for (int r = 0; r < c; r++)
+        SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    for (int r = 0; r < d; r++)
+        SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* For the tests: SipHash-c-d with key (k0, k1). */
+uint64_t mmk__map_siphash(uint64_t k0, uint64_t k1, const void *data, size_t len, int c, int d);
+uint64_t mmk__map_siphash(uint64_t k0, uint64_t k1, const void *data, size_t len, int c, int d)
+{
+    return siphash(k0, k1, data, len, c, d);
+}
+
+static inline uint64_t key_hash(const struct mhdr *m, const void *key, size_t klen)
+{
+    return siphash(m->k0, m->k1, key, klen, 1, 3);
+}
+
+static uint64_t hdr_sum(const struct mhdr *m)
+{
+    const uint64_t *w = (const uint64_t *)m;
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < offsetof(struct mhdr, sum) / 8; i++) {
+        x = (x ^ w[i]) * 0xff51afd7ed558ccdull;
+        x ^= x >> 29;
+    }
+    return x ^ (x >> 32);
+}
+
+static void hdr_seal(struct mhdr *m)
+{
+    uint64_t s = hdr_sum(m);
+    if (m->sum != s)
+        m->sum = s;
+}
+
+/* ------------------------------------------------------------ trust */
+
+/* Pointer to len bytes at ref, or NULL when any of them lies outside the
+ * heap (or ref is 0 or misaligned). The heap maps one contiguous range, so
+ * checking both ends checks the span. */
+static inline void *mp(const mmk_heap *h, uint64_t ref, uint64_t len)
+{
+    if (!ref || (ref & 7) || ref > UINT64_MAX - len)
+        return NULL;
+    char *p = mmk_heap_ptr(h, ref);
+    if (!p)
+        return NULL;
+    if (len > 1 && (char *)mmk_heap_ptr(h, ref + len - 1) != p + (len - 1))
+        return NULL;
+    return p;
+}
+
+static inline uint64_t ent_size(uint64_t klen, uint64_t vlen)
+{
+    return sizeof(struct ment) + ((klen + 7) & ~7ull) + vlen;
+}
+
+static inline const uint8_t *ent_key(const struct ment *e) { return (const uint8_t *)(e + 1); }
+
+static inline uint8_t *ent_val(struct ment *e)
+{
+    return (uint8_t *)(e + 1) + (((uint64_t)e->klen + 7) & ~7ull);
+}
+
+static inline uint64_t slot_of(uint64_t ref, uint64_t hash) { return ref | (hash >> REF_BITS << REF_BITS); }
+static inline uint64_t slot_ref(uint64_t s) { return s & REF_MASK; }
+static inline bool tag_match(uint64_t s, uint64_t hash) { return (s >> REF_BITS) == (hash >> REF_BITS); }
+
+/* Entry header (hash and lengths) of a slot, checked in bounds. */
+static inline struct ment *ent_head(const struct mctx *c, uint64_t s)
+{
+    return mp(c->h, slot_ref(s), sizeof(struct ment));
+}
+
+/* The whole entry is inside the heap. */
+static inline bool ent_whole(const struct mctx *c, uint64_t s, const struct ment *e)
+{
+    return mp(c->h, slot_ref(s), ent_size(e->klen, e->vlen)) != NULL;
+}
+
+/* Brent's cycle detection over the nodes of one chain: O(1) memory, finds
+ * any loop within a few times its length. */
+struct walk {
+    const void *saved;
+    uint64_t power, lam, hops;
+};
+
+static inline void walk_init(struct walk *w, const void *head)
+{
+    w->saved = head;
+    w->power = 1;
+    w->lam = 0;
+    w->hops = 0;
+}
+
+static inline int walk_step(struct walk *w, const void *node)
+{
+    if (node == w->saved)
+        return MMK_ECORRUPT;
+    w->hops++;
+    if (++w->lam == w->power) {
+        w->saved = node;
+        w->power <<= 1;
+        w->lam = 0;
+    }
+    return 0;
+}
+
+/* Next node of a chain whose node b is full, or NULL at the end; *rc set to
+ * MMK_ECORRUPT for a bad ref, a loop or an empty overflow node. */
+static inline struct mbucket *chain_next(const struct mctx *c, struct mbucket *b, struct walk *w,
+                                         int *rc)
+{
+    if (!b->over)
+        return NULL;
+    struct mbucket *nx = mp(c->h, b->over, sizeof *nx);
+    if (!nx || !nx->slot[0] || walk_step(w, nx)) {
+        *rc = MMK_ECORRUPT;
+        return NULL;
+    }
+    return nx;
+}
+
+/* Load and validate the header and directory. */
+static int load(mmk_heap *h, mmk_ref map, struct mctx *c)
+{
+    if (!h || !map)
+        return -EINVAL;
+    struct mhdr *m = mp(h, map, sizeof *m);
+    if (!m || m->magic != MAP_MAGIC)
+        return MMK_ECORRUPT;
+    if (m->version != MAP_VERSION || m->hdr_size != sizeof *m)
+        return MMK_EFORMAT;
+    if (m->sum != hdr_sum(m))
+        return MMK_ECORRUPT;
+    uint64_t n = m->n;
+    if (n < N0 || n > MAX_N || (n & (n - 1)) || m->split >= n)
+        return MMK_ECORRUPT;
+    uint64_t nb = n + m->split;
+    if (m->nseg != (nb + SEG_B - 1) / SEG_B || m->nseg > m->dir_cap || m->dir_cap > MAX_N / SEG_B * 2)
+        return MMK_ECORRUPT;
+    uint64_t *dir = mp(h, m->dir, m->dir_cap * 8);
+    if (!dir)
+        return MMK_ECORRUPT;
+    c->h = h;
+    c->m = m;
+    c->dir = dir;
+    c->nb = nb;
+    return 0;
+}
+
+static inline struct mbucket *bucket_at(const struct mctx *c, uint64_t b)
+{
+    struct mbucket *seg = mp(c->h, c->dir[b / SEG_B], SEG_BYTES);
+    return seg ? seg + b % SEG_B : NULL;
+}
+
+static inline uint64_t bucket_of(const struct mhdr *m, uint64_t hash)
+{
+    uint64_t b = hash & (m->n - 1);
+    if (b < m->split)
+        b = hash & (2 * m->n - 1);
+    return b;
+}
+
+/* ------------------------------------------------------------ lookup */
+
+struct pos {
+    struct mbucket *head; /* the chain's bucket */
+    struct mbucket *node; /* found: the node holding the slot; else the tail node */
+    int i;                /* found: the slot; else the first free slot (SLOTS: node full) */
+    struct ment *e;       /* found: the entry */
+};
+
+/* 1 found, 0 absent (pos = where an insert goes), or MMK_ECORRUPT. */
+static int find(const struct mctx *c, uint64_t hash, const void *key, size_t klen, struct pos *ps)
+{
+    struct mbucket *b = bucket_at(c, bucket_of(c->m, hash));
+    if (!b)
+        return MMK_ECORRUPT;
+    ps->head = b;
+    struct walk w;
+    walk_init(&w, b);
+    int rc = 0;
+    for (;;) {
+        for (int i = 0; i < SLOTS; i++) {
+            uint64_t s = b->slot[i];
+            if (!s) {
+                ps->node = b;
+                ps->i = i;
+                return 0;
+            }
+            if (!tag_match(s, hash))
+                continue;
+            struct ment *e = ent_head(c, s);
+            if (!e)
+                return MMK_ECORRUPT;
+            if (e->hash != hash || e->klen != klen)
+                continue;
+            if (!ent_whole(c, s, e))
+                return MMK_ECORRUPT;
+            if (klen && memcmp(ent_key(e), key, klen))
+                continue;
+            ps->node = b;
+            ps->i = i;
+            ps->e = e;
+            return 1;
+        }
+        struct mbucket *nx = chain_next(c, b, &w, &rc);
+        if (!nx) {
+            if (rc)
+                return rc;
+            ps->node = b;
+            ps->i = SLOTS;
+            return 0;
+        }
+        b = nx;
+    }
+}
+
+static int check_args(mmk_heap *h, mmk_ref map, const void *key, size_t klen)
+{
+    if (!h || !map || (!key && klen))
+        return -EINVAL;
+    if (klen > MMK_MAP_MAX_LEN)
+        return -E2BIG;
+    return 0;
+}
+
+int mmk_map_get(mmk_heap *h, mmk_ref map, const void *key, size_t klen, const void **val,
+                size_t *vlen)
+{
+    int rc = check_args(h, map, key, klen);
+    if (rc)
+        return rc;
+    struct mctx c;
+    if ((rc = load(h, map, &c)))
+        return rc;
+    struct pos ps;
+    rc = find(&c, key_hash(c.m, key, klen), key, klen, &ps);
+    if (rc < 0)
+        return rc;
+    if (!rc)
+        return -ENOENT;
+    if (val)
+        *val = ent_val(ps.e);
+    if (vlen)
+        *vlen = ps.e->vlen;
+    return 0;
+}
+
+uint64_t mmk_map_count(mmk_heap *h, mmk_ref map)
+{
+    struct mctx c;
+    return load(h, map, &c) ? 0 : c.m->count;
+}
+
+/* ------------------------------------------------------------ create */
+
+int mmk_map_create(mmk_heap *h, mmk_ref *out)
+{
+    if (!h || !out)
+        return -EINVAL;
+    mmk_ref hr = 0, dr = 0, sr = 0;
+    int rc = mmk_heap_alloc(h, sizeof(struct mhdr), &hr);
+    if (!rc)
+        rc = mmk_heap_alloc(h, DIR0 * 8, &dr);
+    if (!rc)
+        rc = mmk_heap_alloc(h, SEG_BYTES, &sr);
+    struct mhdr *m = rc ? NULL : mp(h, hr, sizeof *m);
+    uint64_t *dir = rc ? NULL : mp(h, dr, DIR0 * 8);
+    if (!rc && (!m || !dir || !mp(h, sr, SEG_BYTES)))
+        rc = MMK_ECORRUPT;
+    if (rc) {
+        if (sr)
+            mmk_heap_free(h, sr);
+        if (dr)
+            mmk_heap_free(h, dr);
+        if (hr)
+            mmk_heap_free(h, hr);
+        return rc;
+    }
+    uint64_t seed[2];
+    mmk__os_random(seed, sizeof seed);
+    m->magic = MAP_MAGIC;
+    m->version = MAP_VERSION;
+    m->hdr_size = sizeof *m;
+    m->k0 = seed[0];
+    m->k1 = seed[1];
+    m->n = N0;
+    m->dir = dr;
+    m->dir_cap = DIR0;
+    m->nseg = 1;
+    dir[0] = sr;
+    hdr_seal(m);
+    *out = hr;
+    return 0;
+}
+
+/* ------------------------------------------------------------ growth */
+
+static int new_node(const struct mctx *c, mmk_ref *ref, struct mbucket **node)
+{
+    int rc = mmk_heap_alloc(c->h, sizeof(struct mbucket), ref);
+    if (rc)
+        return rc;
+    *node = mp(c->h, *ref, sizeof **node);
+    if (!*node) {
+        mmk_heap_free(c->h, *ref);
+        return MMK_ECORRUPT;
+    }
+    c->m->over++;
+    return 0;
+}
+
+static int free_node(const struct mctx *c, mmk_ref ref)
+{
+    c->m->over--;
+    int rc = mmk_heap_free(c->h, ref);
+    return rc == -EINVAL ? MMK_ECORRUPT : rc;
+}
+
+/* Make sure the segment for bucket b exists (b == nb, the next bucket). */
+static int ensure_segment(struct mctx *c, uint64_t b)
+{
+    struct mhdr *m = c->m;
+    if (b / SEG_B < m->nseg)
+        return 0;
+    if (m->nseg == m->dir_cap) {
+        /* Double the directory: a copy of nseg refs, tiny next to the
+         * entries it indexes (2 k refs for a million entries). */
+        uint64_t cap = m->dir_cap * 2;
+        mmk_ref nr;
+        int rc = mmk_heap_alloc(c->h, cap * 8, &nr);
+        if (rc)
+            return rc;
+        uint64_t *nd = mp(c->h, nr, cap * 8);
+        if (!nd) {
+            mmk_heap_free(c->h, nr);
+            return MMK_ECORRUPT;
+        }
+        memcpy(nd, c->dir, m->nseg * 8);
+        rc = mmk_heap_free(c->h, m->dir);
+        if (rc) {
+            mmk_heap_free(c->h, nr);
+            return rc == -EINVAL ? MMK_ECORRUPT : rc;
+        }
+        m->dir = nr;
+        m->dir_cap = cap;
+        c->dir = nd;
+    }
+    mmk_ref sr;
+    int rc = mmk_heap_alloc(c->h, SEG_BYTES, &sr);
+    if (rc)
+        return rc;
+    if (!mp(c->h, sr, SEG_BYTES)) {
+        mmk_heap_free(c->h, sr);
+        return MMK_ECORRUPT;
+    }
+    c->dir[m->nseg++] = sr;
+    return 0;
+}
+
+/* Split bucket `split` into itself and bucket n+split: entries whose hash
+ * has bit n set move. Only slots move; entries are not touched. Everything
+ * that can fail (validation, allocation) happens before the first write to a
+ * live bucket. Returns 1 after a split, 0 when none was due. */
+static int split_one(struct mctx *c)
+{
+    struct mhdr *m = c->m;
+    if (m->count + 1 <= LOAD * c->nb || 2 * m->n > MAX_N)
+        return 0;
+    uint64_t nbi = c->nb;
+    int rc = ensure_segment(c, nbi);
+    if (rc)
+        return rc;
+    struct mbucket *src = bucket_at(c, m->split), *dst = bucket_at(c, nbi);
+    if (!src || !dst)
+        return MMK_ECORRUPT;
+    for (int i = 0; i < SLOTS; i++)
+        if (dst->slot[i])
+            return MMK_ECORRUPT; /* a bucket not yet in use holds data */
+    if (dst->over)
+        return MMK_ECORRUPT;
+
+    /* Pass 1: validate, count movers. */
+    uint64_t movers = 0;
+    struct walk w;
+    walk_init(&w, src);
+    for (struct mbucket *b = src; b;) {
+        for (int i = 0; i < SLOTS && b->slot[i]; i++) {
+            struct ment *e = ent_head(c, b->slot[i]);
+            if (!e)
+                return MMK_ECORRUPT;
+            movers += (e->hash & m->n) != 0;
+        }
+        if (!b->slot[SLOTS - 1])
+            break;
+        b = chain_next(c, b, &w, &rc);
+        if (rc)
+            return rc;
+    }
+    /* Overflow nodes the new bucket needs, linked before any slot moves. */
+    struct mbucket *t = dst;
+    for (uint64_t k = SLOTS; k < movers; k += SLOTS) {
+        mmk_ref r;
+        struct mbucket *nn;
+        if ((rc = new_node(c, &r, &nn))) {
+            for (mmk_ref f = dst->over; f;) {
+                struct mbucket *fb = mp(c->h, f, sizeof *fb);
+                mmk_ref nx = fb ? fb->over : 0;
+                free_node(c, f);
+                f = nx;
+            }
+            dst->over = 0;
+            return rc;
+        }
+        t->over = r;
+        t = nn;
+    }
+
+    /* Pass 2: stayers are compacted in place (the write cursor never passes
+     * the read cursor), movers appended to the new bucket. */
+    struct mbucket *wn = src, *dn = dst;
+    int wi = 0, di = 0;
+    walk_init(&w, src);
+    for (struct mbucket *b = src; b;) {
+        for (int i = 0; i < SLOTS && b->slot[i]; i++) {
+            uint64_t s = b->slot[i];
+            struct ment *e = ent_head(c, s);
+            if (e->hash & m->n) {
+                if (di == SLOTS) {
+                    dn = mp(c->h, dn->over, sizeof *dn);
+                    di = 0;
+                }
+                dn->slot[di++] = s;
+            } else {
+                if (wi == SLOTS) {
+                    wn = mp(c->h, wn->over, sizeof *wn);
+                    wi = 0;
+                }
+                wn->slot[wi++] = s;
+            }
+        }
+        if (!b->slot[SLOTS - 1])
+            break;
+        b = chain_next(c, b, &w, &rc);
+    }
+    /* Clear the rest of the source chain and free the nodes after the last
+     * one written (all their slots were read, so all moved). */
+    for (int i = wi; i < SLOTS; i++)
+        if (wn->slot[i])
+            wn->slot[i] = 0;
+    mmk_ref f = wn->over;
+    if (f)
+        wn->over = 0;
+    while (f) {
+        struct mbucket *fb = mp(c->h, f, sizeof *fb);
+        mmk_ref nx = fb->over;
+        if ((rc = free_node(c, f)))
+            return rc;
+        f = nx;
+    }
+    if (++m->split == m->n) {
+        m->n *= 2;
+        m->split = 0;
+    }
+    c->nb++;
+    return 1;
+}
+
+/* ------------------------------------------------------------ put / del */
+
+static int alloc_entry(const struct mctx *c, uint64_t hash, const void *key, size_t klen,
+                       const void *val, size_t vlen, mmk_ref *out)
+{
+    uint64_t sz = ent_size(klen, vlen);
+    if (sz > mmk_heap_max_alloc())
+        return -EFBIG;
+    if (sz > REF_MASK)
+        return -E2BIG;
+    mmk_ref r;
+    int rc = mmk_heap_alloc(c->h, (size_t)sz, &r);
+    if (rc)
+        return rc;
+    struct ment *e = mp(c->h, r, sz);
+    if (!e || r > REF_MASK) {
+        mmk_heap_free(c->h, r);
+        return r > REF_MASK ? -EFBIG : MMK_ECORRUPT;
+    }
+    e->hash = hash;
+    e->klen = (uint32_t)klen;
+    e->vlen = (uint32_t)vlen;
+    if (klen)
+        memcpy((uint8_t *)(e + 1), key, klen);
+    if (vlen)
+        memcpy(ent_val(e), val, vlen);
+    *out = r;
+    return 0;
+}
+
+static int put_locked(struct mctx *c, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct mhdr *m = c->m;
+    uint64_t hash = key_hash(m, key, klen);
+    struct pos ps;
+    int rc = find(c, hash, key, klen, &ps);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        /* Always a new entry, never an overwrite in place: the first write
+         * is then the heap's (which refuses outside a transaction, where the
+         * mapping is read-only), and val may point into the old entry. */
+        mmk_ref nr, old = slot_ref(ps.node->slot[ps.i]);
+        if ((rc = alloc_entry(c, hash, key, klen, val, vlen, &nr)))
+            return rc;
+        if ((rc = mmk_heap_free(c->h, old))) {
+            mmk_heap_free(c->h, nr);
+            return rc == -EINVAL ? MMK_ECORRUPT : rc;
+        }
+        ps.node->slot[ps.i] = slot_of(nr, hash);
+        m->mods++;
+        return 0;
+    }
+    rc = split_one(c);
+    if (rc < 0)
+        return rc;
+    if (rc == 1 && (rc = find(c, hash, key, klen, &ps)) != 0)
+        return rc < 0 ? rc : MMK_ECORRUPT;
+    mmk_ref noderef = 0, er;
+    struct mbucket *node = ps.node;
+    int i = ps.i;
+    if (i == SLOTS) {
+        if ((rc = new_node(c, &noderef, &node)))
+            return rc;
+        i = 0;
+    }
+    if ((rc = alloc_entry(c, hash, key, klen, val, vlen, &er))) {
+        if (noderef)
+            free_node(c, noderef);
+        return rc;
+    }
+    if (noderef)
+        ps.node->over = noderef;
+    node->slot[i] = slot_of(er, hash);
+    m->count++;
+    m->mods++;
+    return 0;
+}
+
+int mmk_map_put(mmk_heap *h, mmk_ref map, const void *key, size_t klen, const void *val,
+                size_t vlen)
+{
+    int rc = check_args(h, map, key, klen);
+    if (rc)
+        return rc;
+    if (!val && vlen)
+        return -EINVAL;
+    if (vlen > MMK_MAP_MAX_LEN)
+        return -E2BIG;
+    struct mctx c;
+    if ((rc = load(h, map, &c)))
+        return rc;
+    rc = put_locked(&c, key, klen, val, vlen);
+    hdr_seal(c.m);
+    return rc;
+}
+
+/* Delete the entry in slot i of node (chain starting at head): validate the
+ * chain, free the entry, then move the chain's last slot into the hole and
+ * free an overflow node left empty (*freed says which, or NULL). Nothing
+ * changes when validation or the free fails. */
+static int del_at(const struct mctx *c, struct pos *ps, struct mbucket **freed)
+{
+    struct mbucket *t = ps->head, *pt = NULL;
+    struct walk w;
+    walk_init(&w, t);
+    int rc = 0;
+    while (t->slot[SLOTS - 1]) {
+        struct mbucket *nx = chain_next(c, t, &w, &rc);
+        if (rc)
+            return rc;
+        if (!nx)
+            break;
+        pt = t;
+        t = nx;
+    }
+    if (!c->m->count)
+        return MMK_ECORRUPT;
+    if ((rc = mmk_heap_free(c->h, slot_ref(ps->node->slot[ps->i]))))
+        return rc == -EINVAL ? MMK_ECORRUPT : rc;
+    c->m->count--;
+    c->m->mods++;
+    int j = SLOTS - 1;
+    while (j > 0 && !t->slot[j])
+        j--;
+    ps->node->slot[ps->i] = t->slot[j];
+    t->slot[j] = 0;
+    *freed = NULL;
+    if (j == 0 && pt) {
+        mmk_ref r = pt->over;
+        pt->over = 0;
+        *freed = t;
+        return free_node(c, r);
+    }
+    return 0;
+}
+
+int mmk_map_del(mmk_heap *h, mmk_ref map, const void *key, size_t klen)
+{
+    int rc = check_args(h, map, key, klen);
+    if (rc)
+        return rc;
+    struct mctx c;
+    if ((rc = load(h, map, &c)))
+        return rc;
+    struct pos ps;
+    rc = find(&c, key_hash(c.m, key, klen), key, klen, &ps);
+    if (rc < 0)
+        return rc;
+    if (!rc)
+        return -ENOENT;
+    struct mbucket *freed;
+    rc = del_at(&c, &ps, &freed);
+    hdr_seal(c.m);
+    return rc;
+}
+
+/* ------------------------------------------------------------ iteration */
+
+int mmk_map_iter_init(mmk_heap *h, mmk_ref map, mmk_map_iter *it)
+{
+    if (!it)
+        return -EINVAL;
+    memset(it, 0, sizeof *it);
+    struct mctx c;
+    int rc = load(h, map, &c);
+    if (rc)
+        return rc;
+    it->h = h;
+    it->map = map;
+    it->mods = c.m->mods;
+    return 0;
+}
+
+int mmk_map_iter_next(mmk_map_iter *it, const void **key, size_t *klen, const void **val,
+                      size_t *vlen)
+{
+    if (!it || !it->h)
+        return -EINVAL;
+    struct mctx c;
+    int rc = load(it->h, it->map, &c);
+    if (rc)
+        return rc;
+    if (c.m->mods != it->mods)
+        return -EAGAIN;
+    while (it->bucket < c.nb) {
+        struct mbucket *b = it->node ? mp(c.h, it->node, sizeof *b) : bucket_at(&c, it->bucket);
+        if (!b)
+            return MMK_ECORRUPT;
+        if (it->slot < SLOTS && b->slot[it->slot]) {
+            uint64_t s = b->slot[it->slot];
+            struct ment *e = ent_head(&c, s);
+            if (!e || !ent_whole(&c, s, e) || it->seen >= c.m->count)
+                return MMK_ECORRUPT;
+            it->last_bucket = it->bucket;
+            it->last_node = it->node;
+            it->last_slot = it->slot;
+            it->has_last = 1;
+            it->slot++;
+            it->seen++;
+            if (key)
+                *key = ent_key(e);
+            if (klen)
+                *klen = e->klen;
+            if (val)
+                *val = ent_val(e);
+            if (vlen)
+                *vlen = e->vlen;
+            return 1;
+        }
+        if (it->slot == SLOTS && b->over) {
+            /* Every node of a chain is full before the next, so a loop keeps
+             * returning entries and trips the count bound above; hops are
+             * bounded too in case the nodes are damaged to look empty. */
+            if (++it->hops > c.m->count / SLOTS + 1)
+                return MMK_ECORRUPT;
+            it->node = b->over;
+            it->slot = 0;
+            continue;
+        }
+        it->bucket++;
+        it->node = 0;
+        it->slot = 0;
+        it->hops = 0;
+    }
+    if (it->seen != c.m->count)
+        return MMK_ECORRUPT;
+    return 0;
+}
+
+int mmk_map_iter_del(mmk_map_iter *it)
+{
+    if (!it || !it->h || !it->has_last)
+        return -EINVAL;
+    struct mctx c;
+    int rc = load(it->h, it->map, &c);
+    if (rc)
+        return rc;
+    if (c.m->mods != it->mods)
+        return -EAGAIN;
+    if (it->last_bucket >= c.nb || !c.m->count)
+        return MMK_ECORRUPT;
+    struct pos ps;
+    ps.head = bucket_at(&c, it->last_bucket);
+    ps.node = it->last_node ? mp(c.h, it->last_node, sizeof *ps.node) : ps.head;
+    ps.i = (int)it->last_slot;
+    if (!ps.head || !ps.node || it->last_slot >= SLOTS || !ps.node->slot[ps.i])
+        return MMK_ECORRUPT;
+    struct mbucket *freed = NULL;
+    rc = del_at(&c, &ps, &freed);
+    hdr_seal(c.m);
+    if (rc)
+        return rc;
+    /* The chain's last entry moved into the hole: look at the hole again.
+     * If the hole's node was freed, it was the chain's last: move on. */
+    it->mods = c.m->mods;
+    it->has_last = 0;
+    it->seen--;
+    if (freed == ps.node) {
+        it->bucket = it->last_bucket + 1;
+        it->node = 0;
+        it->slot = 0;
+        it->hops = 0;
+    } else {
+        it->bucket = it->last_bucket;
+        it->node = it->last_node;
+        it->slot = it->last_slot;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ check */
+
+#define FAIL(...)                                                                        \
+    do {                                                                                 \
+        if (msg && len)                                                                  \
+            snprintf(msg, len, __VA_ARGS__);                                             \
+        return MMK_ECORRUPT;                                                             \
+    } while (0)
+
+/* Walk every bucket; verify everything; fill st. */
+static int scan(mmk_heap *h, mmk_ref map, struct mmk_map_stats *st, char *msg, size_t len)
+{
+    struct mctx c;
+    int rc = load(h, map, &c);
+    if (rc) {
+        if (msg && len)
+            snprintf(msg, len, "map header at ref %llu: %s", (unsigned long long)map,
+                     rc == MMK_ECORRUPT ? "damaged (bad magic, checksum, counters or directory)"
+                                        : mmk_strerror(rc));
+        return rc;
+    }
+    struct mhdr *m = c.m;
+    memset(st, 0, sizeof *st);
+    st->buckets = c.nb;
+    st->segments = m->nseg;
+    for (uint64_t s = 0; s < m->nseg; s++) {
+        if (!mp(h, c.dir[s], SEG_BYTES))
+            FAIL("segment %llu: ref %llu outside the heap", (unsigned long long)s,
+                 (unsigned long long)c.dir[s]);
+        for (uint64_t t = 0; t < s; t++)
+            if (c.dir[t] == c.dir[s])
+                FAIL("segments %llu and %llu share ref %llu", (unsigned long long)t,
+                     (unsigned long long)s, (unsigned long long)c.dir[s]);
+    }
+    /* Buckets past the last in use must be empty: splits rely on it. */
+    for (uint64_t b = c.nb; b < m->nseg * SEG_B; b++) {
+        const uint64_t *w = (const uint64_t *)bucket_at(&c, b);
+        for (int i = 0; i <= SLOTS; i++)
+            if (w[i])
+                FAIL("bucket %llu is not in use yet but holds data", (unsigned long long)b);
+    }
+    for (uint64_t b = 0; b < c.nb; b++) {
+        struct mbucket *head = bucket_at(&c, b), *nd = head;
+        struct walk w;
+        walk_init(&w, head);
+        uint64_t inchain = 0;
+        for (;;) {
+            int i = 0;
+            for (; i < SLOTS && nd->slot[i]; i++) {
+                uint64_t s = nd->slot[i];
+                struct ment *e = ent_head(&c, s);
+                if (!e || !ent_whole(&c, s, e))
+                    FAIL("bucket %llu: entry ref %llu (or its length) outside the heap",
+                         (unsigned long long)b, (unsigned long long)slot_ref(s));
+                if (key_hash(m, ent_key(e), e->klen) != e->hash)
+                    FAIL("bucket %llu: entry %llu: stored hash does not match its key",
+                         (unsigned long long)b, (unsigned long long)slot_ref(s));
+                if (!tag_match(s, e->hash) || bucket_of(m, e->hash) != b)
+                    FAIL("bucket %llu: entry %llu is in the wrong bucket or slot tag",
+                         (unsigned long long)b, (unsigned long long)slot_ref(s));
+                if (++st->count > m->count)
+                    FAIL("more entries than the count (%llu)", (unsigned long long)m->count);
+                st->key_bytes += e->klen;
+                st->value_bytes += e->vlen;
+                inchain++;
+            }
+            for (int k = i; k < SLOTS; k++)
+                if (nd->slot[k])
+                    FAIL("bucket %llu: hole before slot %d", (unsigned long long)b, k);
+            if (i < SLOTS) {
+                if (nd->over)
+                    FAIL("bucket %llu: overflow link from a node that is not full",
+                         (unsigned long long)b);
+                break;
+            }
+            if (!nd->over)
+                break;
+            struct mbucket *nx = mp(h, nd->over, sizeof *nx);
+            if (!nx)
+                FAIL("bucket %llu: overflow ref %llu outside the heap", (unsigned long long)b,
+                     (unsigned long long)nd->over);
+            if (!nx->slot[0])
+                FAIL("bucket %llu: empty overflow node", (unsigned long long)b);
+            if (walk_step(&w, nx))
+                FAIL("bucket %llu: overflow chain loops", (unsigned long long)b);
+            st->overflow++;
+            nd = nx;
+        }
+        if (inchain > st->longest)
+            st->longest = inchain;
+        /* Duplicate keys: pairwise among equal hashes (chains are short). */
+        if (inchain > 1 && inchain <= 4096) {
+            struct walk w1;
+            walk_init(&w1, head);
+            struct mbucket *n1 = head;
+            for (uint64_t x = 0; x < inchain; x++) {
+                if (x && x % SLOTS == 0)
+                    n1 = mp(h, n1->over, sizeof *n1);
+                uint64_t s1 = n1->slot[x % SLOTS];
+                struct ment *e1 = ent_head(&c, s1);
+                struct mbucket *n2 = n1;
+                for (uint64_t y = x + 1; y < inchain; y++) {
+                    if (y % SLOTS == 0)
+                        n2 = mp(h, n2->over, sizeof *n2);
+                    uint64_t s2 = n2->slot[y % SLOTS];
+                    struct ment *e2 = ent_head(&c, s2);
+                    if (s1 == s2 || (e1->hash == e2->hash && e1->klen == e2->klen &&
+                                     !memcmp(ent_key(e1), ent_key(e2), e1->klen)))
+                        FAIL("bucket %llu: key stored twice", (unsigned long long)b);
+                }
+            }
+        }
+    }
+    if (st->count != m->count)
+        FAIL("count says %llu entries, the buckets hold %llu", (unsigned long long)m->count,
+             (unsigned long long)st->count);
+    if (st->overflow != m->over)
+        FAIL("header says %llu overflow nodes, the chains have %llu",
+             (unsigned long long)m->over, (unsigned long long)st->overflow);
+    if (msg && len)
+        msg[0] = 0;
+    return 0;
+}
+
+int mmk_map_check_report(mmk_heap *h, mmk_ref map, char *msg, size_t len)
+{
+    struct mmk_map_stats st;
+    return scan(h, map, &st, msg, len);
+}
+
+int mmk_map_check(mmk_heap *h, mmk_ref map) { return mmk_map_check_report(h, map, NULL, 0); }
+
+int mmk_map_stats(mmk_heap *h, mmk_ref map, struct mmk_map_stats *out)
+{
+    if (!out)
+        return -EINVAL;
+    return scan(h, map, out, NULL, 0);
+}
+
+/* ------------------------------------------------------------ destroy */
+
+int mmk_map_destroy(mmk_heap *h, mmk_ref map)
+{
+    struct mctx c;
+    int rc = load(h, map, &c);
+    if (rc)
+        return rc;
+    /* Verify first so a damaged map is refused before anything is freed. */
+    if ((rc = mmk_map_check(h, map)))
+        return rc;
+    for (uint64_t b = 0; b < c.nb; b++) {
+        struct mbucket *nd = bucket_at(&c, b);
+        bool head = true;
+        while (nd) {
+            for (int i = 0; i < SLOTS && nd->slot[i]; i++)
+                if ((rc = mmk_heap_free(h, slot_ref(nd->slot[i]))))
+                    return rc == -EINVAL ? MMK_ECORRUPT : rc;
+            mmk_ref nx = nd->over;
+            if (!head) {
+                mmk_ref self = mmk_heap_ref(h, nd);
+                if ((rc = mmk_heap_free(h, self)))
+                    return rc == -EINVAL ? MMK_ECORRUPT : rc;
+            }
+            head = false;
+            nd = nx ? mp(h, nx, sizeof *nd) : NULL;
+        }
+    }
+    for (uint64_t s = 0; s < c.m->nseg; s++)
+        if ((rc = mmk_heap_free(h, c.dir[s])))
+            return rc == -EINVAL ? MMK_ECORRUPT : rc;
+    mmk_ref dir = c.m->dir;
+    c.m->magic = 0; /* a stale ref to it now reads as "not a map" */
+    if ((rc = mmk_heap_free(h, dir)) || (rc = mmk_heap_free(h, map)))
+        return rc == -EINVAL ? MMK_ECORRUPT : rc;
+    return 0;
+}
