@@ -5,6 +5,7 @@
  * crash or hang; every answer is valid data or an error (MMK_ECORRUPT once
  * the peer's positions are impossible). */
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/mman.h>
 
 #include <mmkit/mmkit.h>
@@ -27,6 +28,9 @@ static void touch_read(const void *p, size_t n)
  * writes, so the API also runs between acts of sabotage. */
 static void scribbler(int fd, size_t objsize, size_t cap, long pace)
 {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed test */
+    if (getppid() == 1)
+        _exit(0);
     unsigned char *m = mmap(NULL, objsize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED)
         _exit(2);

@@ -6,6 +6,7 @@
  * directions must end the survivor's wait with -ECONNRESET, not a hang. */
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 
 #include <mmkit/mmkit.h>
@@ -276,6 +277,7 @@ static void test_consumer_killed(void)
         mmk_ring *c;
         if (mmk_ring_attach(mmk_ring_fd(r), 0, &c))
             _exit(2);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed test */
         const void *s;
         mmk_ring_read_begin(c, &s); /* claims the consumer side */
         if (write(sync[1], "k", 1) != 1)

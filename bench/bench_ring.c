@@ -1,0 +1,532 @@
+/* bench_ring: the magic ring against its peers, side by side in one run.
+ *  1. byte stream between two threads, 1 MiB ring, 64 B / 1 KiB / 64 KiB
+ *     messages: mmkit ring, pipe(2) with a 1 MiB pipe, a split-copy ring
+ *     (the same SPSC ring without the mirror: two memcpy at the end);
+ *  2. records of 64 B and 1 KiB, consumed in place, against the split-copy
+ *     ring (which copies records that straddle the end) and ck_ring SPSC
+ *     passing pointers to pooled buffers;
+ *  3. the same byte stream between two processes;
+ *  4. blocking waits against spinning.
+ * Both sides always do the same work: the producer writes every byte of a
+ * message, the consumer copies byte streams out and, for records, reads the
+ * first and last word in place. mmkit and the split-copy ring wait the same
+ * way (futex with need-wakeup flag) except in the spinning row of 4; ck_ring
+ * has no blocking: it spins (pause, then sched_yield). */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <mmkit/ring.h>
+#include "bench.h"
+#ifdef MMK_HAVE_CK
+#include <ck_ring.h>
+#endif
+
+#define RING_BYTES (1u << 20)
+#define MAXMSG     (64u << 10)
+
+static struct bench_opts O;
+
+static inline void relax(unsigned *spins)
+{
+    if (++*spins < 128)
+        __builtin_ia32_pause();
+    else {
+        *spins = 0;
+        sched_yield(); /* 2 vCPUs shared with others: let the peer run */
+    }
+}
+
+/* ------------------------------------------------------ split-copy ring */
+
+/* The comparison point: the very same ring (positions, cached indices,
+ * futex waits), used as if it had no mirror: a message across the physical
+ * end is copied in two parts, and the consumer cannot read such a record in
+ * place. Only the first mapping is touched. */
+struct split {
+    mmk_ring *r;
+    char *base; /* start of the first mapping */
+    size_t cap;
+};
+
+static void split_init(struct split *x, mmk_ring *r)
+{
+    void *w;
+    x->r = r;
+    x->cap = mmk_ring_capacity(r);
+    mmk_ring_write_begin(r, &w); /* a fresh ring starts at offset 0 */
+    x->base = w;
+}
+
+static void *span_w(struct split *x, size_t n, int block)
+{
+    void *w;
+    unsigned sp = 0;
+    while (mmk_ring_write_begin(x->r, &w) < (ssize_t)n) {
+        if (block)
+            mmk_ring_wait_writable(x->r, n, -1);
+        else if (mmk_ring_wait_writable(x->r, n, 0))
+            relax(&sp);
+    }
+    return w;
+}
+
+static const void *span_r(struct split *x, size_t n, int block)
+{
+    const void *q;
+    unsigned sp = 0;
+    while (mmk_ring_read_begin(x->r, &q) < (ssize_t)n) {
+        if (block)
+            mmk_ring_wait_readable(x->r, n, -1);
+        else if (mmk_ring_wait_readable(x->r, n, 0))
+            relax(&sp);
+    }
+    return q;
+}
+
+static void split_put(struct split *x, void *at, const void *src, size_t n)
+{
+    size_t off = (size_t)((char *)at - x->base), first = x->cap - off < n ? x->cap - off : n;
+    memcpy(x->base + off, src, first);
+    if (n > first)
+        memcpy(x->base, (const char *)src + first, n - first);
+}
+
+static void split_get(struct split *x, const void *at, void *dst, size_t n)
+{
+    size_t off = (size_t)((const char *)at - x->base), first = x->cap - off < n ? x->cap - off : n;
+    memcpy(dst, x->base + off, first);
+    if (n > first)
+        memcpy((char *)dst + first, x->base, n - first);
+}
+
+/* ------------------------------------------------------------ streams */
+
+enum impl { RING, RING_SPIN, PIPE, SPLIT };
+
+struct stream {
+    enum impl impl;
+    size_t msg;
+    uint64_t total;
+    mmk_ring *r;
+    struct split s;
+    int pfd[2];
+    unsigned char *src;
+};
+
+static void ring_put(mmk_ring *r, const unsigned char *src, size_t n, int block)
+{
+    void *w;
+    unsigned sp = 0;
+    while (mmk_ring_write_begin(r, &w) < (ssize_t)n) {
+        if (block)
+            mmk_ring_wait_writable(r, n, -1);
+        else if (mmk_ring_wait_writable(r, n, 0))
+            relax(&sp);
+    }
+    memcpy(w, src, n);
+    mmk_ring_write_commit(r, n);
+}
+
+static void ring_get(mmk_ring *r, unsigned char *dst, size_t n, int block)
+{
+    const void *q;
+    unsigned sp = 0;
+    while (mmk_ring_read_begin(r, &q) < (ssize_t)n) {
+        if (block)
+            mmk_ring_wait_readable(r, n, -1);
+        else if (mmk_ring_wait_readable(r, n, 0))
+            relax(&sp);
+    }
+    memcpy(dst, q, n);
+    mmk_ring_read_commit(r, n);
+}
+
+static void produce(struct stream *st)
+{
+    for (uint64_t done = 0; done < st->total; done += st->msg) {
+        st->src[0] = (unsigned char)done; /* the message changes each time */
+        switch (st->impl) {
+        case RING:
+        case RING_SPIN:
+            ring_put(st->r, st->src, st->msg, st->impl == RING);
+            break;
+        case SPLIT:
+            split_put(&st->s, span_w(&st->s, st->msg, 1), st->src, st->msg);
+            mmk_ring_write_commit(st->r, st->msg);
+            break;
+        case PIPE:
+            for (size_t k = 0; k < st->msg;) {
+                ssize_t n = write(st->pfd[1], st->src + k, st->msg - k);
+                if (n <= 0)
+                    exit(3);
+                k += (size_t)n;
+            }
+            break;
+        }
+    }
+}
+
+static uint64_t consume(struct stream *st)
+{
+    static unsigned char dst[MAXMSG];
+    uint64_t sum = 0;
+    for (uint64_t done = 0; done < st->total; done += st->msg) {
+        switch (st->impl) {
+        case RING:
+        case RING_SPIN:
+            ring_get(st->r, dst, st->msg, st->impl == RING);
+            break;
+        case SPLIT:
+            split_get(&st->s, span_r(&st->s, st->msg, 1), dst, st->msg);
+            mmk_ring_read_commit(st->r, st->msg);
+            break;
+        case PIPE:
+            for (size_t k = 0; k < st->msg;) {
+                ssize_t n = read(st->pfd[0], dst + k, st->msg - k);
+                if (n <= 0)
+                    exit(3);
+                k += (size_t)n;
+            }
+            break;
+        }
+        sum += dst[0];
+    }
+    return sum;
+}
+
+static void *producer_thread(void *arg)
+{
+    produce(arg);
+    return NULL;
+}
+
+/* One transfer; bytes per second. proc: the consumer is a forked process. */
+static double stream_once(enum impl impl, size_t msg, uint64_t total, int proc)
+{
+    static unsigned char src[MAXMSG];
+    struct stream st = {impl, msg, total - total % msg, NULL, {0}, {-1, -1}, src};
+    memset(src, 0x5a, sizeof src);
+    if (impl != PIPE) {
+        if (mmk_ring_create(RING_BYTES, 0, &st.r))
+            exit(2);
+        if (impl == SPLIT)
+            split_init(&st.s, st.r);
+    } else {
+        if (pipe(st.pfd))
+            exit(2);
+        fcntl(st.pfd[1], F_SETPIPE_SZ, RING_BYTES);
+    }
+    double t0 = bench_now();
+    if (proc) {
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            bench_keep(consume(&st));
+            _exit(0);
+        }
+        produce(&st);
+        waitpid(pid, NULL, 0);
+    } else {
+        pthread_t t;
+        pthread_create(&t, NULL, producer_thread, &st);
+        bench_keep(consume(&st));
+        pthread_join(t, NULL);
+    }
+    double dt = bench_now() - t0;
+    mmk_ring_destroy(st.r);
+    if (st.pfd[0] >= 0) {
+        close(st.pfd[0]);
+        close(st.pfd[1]);
+    }
+    return (double)st.total / dt;
+}
+
+static uint64_t stream_total(size_t msg)
+{
+    uint64_t t = msg >= 1024 ? 1024ull << 20 : 128ull << 20;
+    return O.quick ? t / 4 : t;
+}
+
+/* Medians of several implementations measured round-robin, so a burst of
+ * load from elsewhere on the machine hits them all alike. */
+static void median_streams(const enum impl *impls, int k, size_t msg, int proc, double *out)
+{
+    double v[8][64];
+    int n = O.runs < 64 ? O.runs : 64;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < k; j++)
+            v[j][i] = stream_once(impls[j], msg, stream_total(msg), proc);
+    for (int j = 0; j < k; j++)
+        out[j] = bench_median(v[j], n) / 1e9;
+}
+
+/* ------------------------------------------------------------ records */
+
+enum rimpl { R_RING, R_SPLIT, R_CK };
+
+struct recs {
+    enum rimpl impl;
+    size_t len;
+    uint64_t count;
+    mmk_ring *r;
+    struct split s;
+#ifdef MMK_HAVE_CK
+    ck_ring_t q, freeq;
+    ck_ring_buffer_t *qb, *freeb;
+    char *pool;
+#endif
+};
+
+#define CK_SLOTS 4096u
+
+static void rec_produce(struct recs *x)
+{
+    static _Alignas(64) unsigned char stage[2048];
+    for (uint64_t k = 0; k < x->count; k++) {
+        unsigned sp = 0;
+        switch (x->impl) {
+        case R_RING: {
+            void *p;
+            while (mmk_ring_rec_reserve(x->r, x->len, &p) == -EAGAIN)
+                mmk_ring_wait_writable(x->r, mmk_ring_record_space(x->len), -1);
+            memset(p, (int)k, x->len); /* the producer writes the message in place */
+            mmk_ring_rec_commit(x->r, x->len);
+            break;
+        }
+        case R_SPLIT: {
+            /* No contiguous reservation across the end: build, then copy. */
+            size_t sp8 = 8 + ((x->len + 7) & ~(size_t)7);
+            memset(stage + 8, (int)k, x->len);
+            memcpy(stage, &x->len, 8);
+            split_put(&x->s, span_w(&x->s, sp8, 1), stage, 8 + x->len);
+            mmk_ring_write_commit(x->r, sp8);
+            break;
+        }
+        case R_CK: {
+#ifdef MMK_HAVE_CK
+            void *buf;
+            while (!ck_ring_dequeue_spsc(&x->freeq, x->freeb, &buf))
+                relax(&sp);
+            memset(buf, (int)k, x->len);
+            while (!ck_ring_enqueue_spsc(&x->q, x->qb, buf))
+                relax(&sp);
+#endif
+            break;
+        }
+        }
+    }
+}
+
+static uint64_t rec_consume(struct recs *x)
+{
+    static _Alignas(64) unsigned char stage[2048];
+    uint64_t sum = 0;
+    for (uint64_t k = 0; k < x->count; k++) {
+        unsigned sp = 0;
+        const unsigned char *p = NULL;
+        switch (x->impl) {
+        case R_RING: {
+            const void *q;
+            ssize_t l;
+            while ((l = mmk_ring_rec_peek(x->r, &q)) == -EAGAIN)
+                mmk_ring_wait_readable(x->r, 8, -1);
+            p = q;
+            sum += p[0] + p[x->len - 1];
+            mmk_ring_rec_release(x->r);
+            break;
+        }
+        case R_SPLIT: {
+            const char *h = span_r(&x->s, 8, 1);
+            size_t len;
+            memcpy(&len, h, 8); /* 8-aligned: a header never straddles */
+            size_t sp8 = 8 + ((len + 7) & ~(size_t)7);
+            h = span_r(&x->s, sp8, 1);
+            size_t off = (size_t)(h - x->s.base);
+            if (off + 8 + len <= x->s.cap) {
+                p = (const unsigned char *)h + 8;
+            } else if (off + 8 == x->s.cap) { /* the payload starts at the beginning */
+                p = (const unsigned char *)x->s.base;
+            } else { /* straddles the end: copy it out */
+                split_get(&x->s, h + 8, stage, len);
+                p = stage;
+            }
+            sum += p[0] + p[len - 1];
+            mmk_ring_read_commit(x->r, sp8);
+            break;
+        }
+        case R_CK: {
+#ifdef MMK_HAVE_CK
+            void *buf;
+            while (!ck_ring_dequeue_spsc(&x->q, x->qb, &buf))
+                relax(&sp);
+            p = buf;
+            sum += p[0] + p[x->len - 1];
+            while (!ck_ring_enqueue_spsc(&x->freeq, x->freeb, buf))
+                relax(&sp);
+#endif
+            break;
+        }
+        }
+    }
+    return sum;
+}
+
+static void *rec_producer_thread(void *arg)
+{
+    rec_produce(arg);
+    return NULL;
+}
+
+/* Records per second for one run. */
+static double rec_once(enum rimpl impl, size_t len, uint64_t count)
+{
+    struct recs x = {impl, len, count, NULL, {0}};
+    if (impl != R_CK) {
+        if (mmk_ring_create(RING_BYTES, 0, &x.r))
+            exit(2);
+        if (impl == R_SPLIT)
+            split_init(&x.s, x.r);
+    } else {
+#ifdef MMK_HAVE_CK
+        /* As many buffers in flight as the byte rings hold messages, at most
+         * the slot count. */
+        unsigned nb = (unsigned)(RING_BYTES / (len + 8));
+        if (nb > CK_SLOTS - 1)
+            nb = CK_SLOTS - 1;
+        x.qb = calloc(CK_SLOTS, sizeof *x.qb);
+        x.freeb = calloc(CK_SLOTS, sizeof *x.freeb);
+        x.pool = aligned_alloc(64, (size_t)nb * ((len + 63) & ~(size_t)63));
+        ck_ring_init(&x.q, CK_SLOTS);
+        ck_ring_init(&x.freeq, CK_SLOTS);
+        for (unsigned i = 0; i < nb; i++)
+            ck_ring_enqueue_spsc(&x.freeq, x.freeb, x.pool + (size_t)i * ((len + 63) & ~(size_t)63));
+#else
+        return 0;
+#endif
+    }
+    pthread_t t;
+    double t0 = bench_now();
+    pthread_create(&t, NULL, rec_producer_thread, &x);
+    bench_keep(rec_consume(&x));
+    pthread_join(t, NULL);
+    double dt = bench_now() - t0;
+    mmk_ring_destroy(x.r);
+#ifdef MMK_HAVE_CK
+    free(x.qb);
+    free(x.freeb);
+    free(x.pool);
+#endif
+    return (double)count / dt;
+}
+
+static void median_recs(const enum rimpl *impls, int k, size_t len, double *out)
+{
+    double v[4][64];
+    int n = O.runs < 64 ? O.runs : 64;
+    uint64_t count = len <= 64 ? 8000000 : 2000000;
+    if (O.quick)
+        count /= 4;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < k; j++)
+            v[j][i] = rec_once(impls[j], len, count);
+    for (int j = 0; j < k; j++)
+        out[j] = bench_median(v[j], n) / 1e6;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void verdict(const char *what, double ratio, double target)
+{
+    printf("| %s | %.2fx | %.2fx | %s |\n", what, ratio, target, ratio >= target ? "met" : "NOT met");
+}
+
+int main(int argc, char **argv)
+{
+    O = bench_parse(argc, argv);
+    static const size_t sizes[] = {64, 1024, 65536};
+    double ring[3], pip[3], split[3], ringp[3], pipp[3], blk[3];
+
+    printf("### ring: byte stream between two threads, 1 MiB ring (GB/s, median of %d)\n\n", O.runs);
+    printf("| message | mmkit ring | pipe(2) 1 MiB | split-copy ring | ring/pipe | ring/split |\n");
+    printf("|---|---|---|---|---|---|\n");
+    bench_plot_meta("ring_stream", "Byte stream between two threads, 1 MiB ring",
+                    "message size (bytes)", "GB/s", 1);
+    for (int i = 0; i < 3; i++) {
+        static const enum impl im[4] = {RING, PIPE, SPLIT, RING_SPIN};
+        double o[4];
+        median_streams(im, 4, sizes[i], 0, o);
+        ring[i] = o[0], pip[i] = o[1], split[i] = o[2], blk[i] = o[3];
+        printf("| %zu B | %.2f | %.2f | %.2f | %.2fx | %.2fx |\n", sizes[i], ring[i], pip[i],
+               split[i], ring[i] / pip[i], ring[i] / split[i]);
+        bench_plot("ring_stream", "mmkit", (double)sizes[i], ring[i]);
+        bench_plot("ring_stream", "pipe", (double)sizes[i], pip[i]);
+        bench_plot("ring_stream", "split-copy", (double)sizes[i], split[i]);
+    }
+
+    static const size_t rlen[] = {64, 1024};
+    double rr[2], rs[2], rc[2];
+    printf("\n### ring: records consumed in place between two threads (M records/s, median of %d)\n\n", O.runs);
+#ifdef MMK_HAVE_CK
+    printf("| record | mmkit records | split-copy ring | ck_ring SPSC + pool | mmkit/split | mmkit/ck |\n");
+    printf("|---|---|---|---|---|---|\n");
+#else
+    printf("skipped: ck_ring not installed (apt-get install libck-dev)\n\n");
+    printf("| record | mmkit records | split-copy ring | mmkit/split |\n|---|---|---|---|\n");
+#endif
+    bench_plot_meta("ring_records", "Records between two threads, read in place",
+                    "record size (bytes)", "M records/s", 1);
+    for (int i = 0; i < 2; i++) {
+        static const enum rimpl im[3] = {R_RING, R_SPLIT, R_CK};
+        double o[3];
+#ifdef MMK_HAVE_CK
+        median_recs(im, 3, rlen[i], o);
+#else
+        median_recs(im, 2, rlen[i], o);
+#endif
+        rr[i] = o[0], rs[i] = o[1], rc[i] = o[2];
+        bench_plot("ring_records", "mmkit", (double)rlen[i], rr[i]);
+        bench_plot("ring_records", "split-copy", (double)rlen[i], rs[i]);
+#ifdef MMK_HAVE_CK
+        bench_plot("ring_records", "ck_ring", (double)rlen[i], rc[i]);
+        printf("| %zu B | %.2f | %.2f | %.2f | %.2fx | %.2fx |\n", rlen[i], rr[i], rs[i], rc[i],
+               rr[i] / rs[i], rr[i] / rc[i]);
+#else
+        printf("| %zu B | %.2f | %.2f | %.2fx |\n", rlen[i], rr[i], rs[i], rr[i] / rs[i]);
+#endif
+    }
+
+    printf("\n### ring: the same byte stream between two processes (GB/s, median of %d)\n\n", O.runs);
+    printf("| message | mmkit ring | pipe(2) | ring processes/threads | ring/pipe |\n|---|---|---|---|---|\n");
+    for (int i = 1; i < 3; i++) {
+        static const enum impl im[2] = {RING, PIPE};
+        double o[2];
+        median_streams(im, 2, sizes[i], 1, o);
+        ringp[i] = o[0], pipp[i] = o[1];
+        printf("| %zu B | %.2f | %.2f | %.2f | %.2fx |\n", sizes[i], ringp[i], pipp[i],
+               ringp[i] / ring[i], ringp[i] / pipp[i]);
+    }
+
+    printf("\n### ring: blocking waits (futex, need-wakeup flag) against spinning (GB/s, median of %d)\n\n", O.runs);
+    printf("| message | spinning | blocking | blocking/spinning |\n|---|---|---|---|\n");
+    for (int i = 0; i < 3; i++) {
+        printf("| %zu B | %.2f | %.2f | %.2f |\n", sizes[i], blk[i], ring[i], ring[i] / blk[i]);
+    }
+
+    printf("\n### ring: targets\n\n| target | measured | wanted | |\n|---|---|---|---|\n");
+    verdict("ring vs pipe(2), 64 KiB writes", ring[2] / pip[2], 4.0);
+    verdict("records in place vs split-copy, 1 KiB", rr[1] / rs[1], 1.5);
+#ifdef MMK_HAVE_CK
+    verdict("records vs ck_ring, 64 B (records/s)", rr[0] / rc[0], 3.0);
+#endif
+    verdict("processes vs threads, 64 KiB (within 10%)", ringp[2] / ring[2], 0.9);
+    verdict("blocking vs spinning, 64 KiB", ring[2] / blk[2], 0.7);
+    verdict("blocking vs spinning, 1 KiB", ring[1] / blk[1], 0.7);
+    return 0;
+}
