@@ -233,15 +233,14 @@ static void uffd_teardown(mmk_region *r) { (void)r; }
 
 /* ------------------------------------------------------------ mprotect path */
 
-/* Un-protect the block of 2^order pages holding page i, after saving every
- * page of it. A single-page mprotect splits the mapping; when the kernel runs
- * out of mappings (vm.max_map_count) a larger block keeps their count down. */
-static int unprotect_block(mmk_region *r, size_t i)
+/* Save page i and make it writable. A single-page mprotect splits the
+ * mapping; when the kernel is out of mappings (vm.max_map_count) the whole
+ * protected run around the page is made writable instead: it merges with its
+ * writable neighbours rather than splitting (rare, and it copies the run). */
+static int unprotect_page(mmk_region *r, size_t i)
 {
-    static const unsigned orders[] = {0, 6, 9, 12};
-    for (size_t k = 0; k < MMK__ARRAY_LEN(orders); k++) {
-        size_t n = (size_t)1 << orders[k];
-        size_t b = i & ~(n - 1), e = b + n < r->npages ? b + n : r->npages;
+    size_t b = i, e = i + 1;
+    for (int widened = 0; widened < 2; widened++) {
         for (size_t j = b; j < e; j++)
             save_page(r, j);
         if (mmk_protect(r->base + b * r->page, (e - b) * r->page,
@@ -250,6 +249,10 @@ static int unprotect_block(mmk_region *r, size_t i)
                 bit_set(r->dirty, j);
             return 1;
         }
+        while (b > 0 && !bit_get(r->dirty, b - 1))
+            b--;
+        while (e < r->npages && !bit_get(r->dirty, e))
+            e++;
     }
     return 0;
 }
@@ -271,7 +274,7 @@ static int on_write_fault(void *ctx, void *addr, int sig, int si_code, int is_wr
             sched_yield();
     }
     size_t i = ((uintptr_t)addr - (uintptr_t)r->base) / r->page;
-    int ok = unprotect_block(r, i);
+    int ok = unprotect_page(r, i);
     atomic_fetch_sub(&r->inflight, 1);
     return ok;
 }
