@@ -14,6 +14,8 @@
 #define MiB ((size_t)1 << 20)
 #define PAGE 4096u
 
+static size_t fw_size = 256 * MiB; /* region for the first-write figures */
+
 struct variant {
     const char *name;
     unsigned flags;
@@ -79,7 +81,7 @@ static double fork_once(size_t size, int huge)
 /* Median first-write cost (ns) to n scattered pages after a snapshot. */
 static double first_write_snapshot(unsigned flags, size_t n)
 {
-    size_t size = 256 * MiB;
+    size_t size = fw_size;
     mmk_region *r;
     if (mmk_region_create(size, flags, &r))
         return -1;
@@ -99,7 +101,7 @@ static double first_write_snapshot(unsigned flags, size_t n)
 /* The parent's copy-on-write fault after fork(), with the child alive. */
 static double first_write_fork(size_t n)
 {
-    size_t size = 256 * MiB;
+    size_t size = fw_size;
     volatile char *b = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (b == MAP_FAILED)
         return -1;
@@ -131,7 +133,7 @@ static double first_write_fork(size_t n)
 /* Plain first write to a page never touched (a zero-fill fault): the floor. */
 static double first_write_plain(size_t n)
 {
-    size_t size = 256 * MiB;
+    size_t size = fw_size;
     volatile char *b = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (b == MAP_FAILED)
         return -1;
@@ -157,9 +159,13 @@ int main(int argc, char **argv)
 {
     struct bench_opts o = bench_parse(argc, argv);
     int runs = o.runs > 16 ? 16 : o.runs;
-    size_t sizes[] = {64 * MiB, 256 * MiB, 1024 * MiB};
-    int nsizes = o.quick ? 2 : 3;
-    size_t big = sizes[nsizes - 1];
+    size_t sizes[] = {64 * MiB, 256 * MiB, 1024 * MiB}, quick_sizes[] = {32 * MiB, 128 * MiB};
+    int nsizes = 3;
+    if (o.quick) {
+        memcpy(sizes, quick_sizes, sizeof quick_sizes);
+        nsizes = 2;
+        fw_size = 64 * MiB;
+    }
 
     printf("### snapshot: taking a point-in-time copy of a populated region (median of %d)\n\n", runs);
     printf("Region fully written before the snapshot. fork(): time until fork() returns in a parent "
@@ -200,13 +206,12 @@ int main(int argc, char **argv)
             bench_plot("snapshot_take", series, (double)(size / MiB), mt * 1e3);
         }
     }
-    (void)big;
 
     size_t n = o.quick ? 2000 : 8000;
     printf("\n### snapshot: first write to a page after the snapshot (ns per page, median of %d)\n\n",
            runs);
-    printf("%zu scattered pages of a 256 MiB region, each written once. The copy-on-write fault "
-           "of a parent after fork() and a plain zero-fill fault for scale.\n\n", n);
+    printf("%zu scattered pages of a %zu MiB region, each written once. The copy-on-write fault "
+           "of a parent after fork() and a plain zero-fill fault for scale.\n\n", n, fw_size / MiB);
     printf("| method | first write | vs fork() COW |\n|---|---|---|\n");
     double fw[16], pl[16];
     for (int r = 0; r < runs; r++) {
