@@ -43,7 +43,7 @@ static const int fault_sigs[2] = {SIGSEGV, SIGBUS};
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned g_refs;             /* under g_lock */
-static int g_pinned;                /* a lazy reference kept for good; under g_lock */
+static atomic_int g_pinned;         /* the guarded routines' reference, kept for good */
 static atomic_int g_installed;      /* our handler is in place */
 static atomic_int g_mode = -1;      /* -1 unknown, 0 off (MMK_FAULT=off), 1 on */
 static struct sigaction g_prev[2];  /* what was there before us; read by the handler */
@@ -88,10 +88,12 @@ static __thread struct guard t_guard;
 
 static int lazy_pin(void);
 
-/* The happy path pays one relaxed load for "is the handler in place". */
+/* The happy path pays one relaxed load. The guarded routines hold their own
+ * reference (taken once, never dropped): "installed" alone would not do, as
+ * another module's reference may be released at any moment. */
 static inline int ready(void)
 {
-    if (mmk__likely(atomic_load_explicit(&g_installed, memory_order_relaxed)))
+    if (mmk__likely(atomic_load_explicit(&g_pinned, memory_order_relaxed)))
         return 0;
     return lazy_pin();
 }
@@ -484,9 +486,10 @@ static int lazy_pin(void)
         return 0;
     pthread_mutex_lock(&g_lock);
     int rc = 0;
-    if (!g_pinned) {
+    if (!atomic_load(&g_pinned)) {
         rc = install_locked();
-        g_pinned = rc == 0;
+        if (rc == 0)
+            atomic_store(&g_pinned, 1);
     }
     pthread_mutex_unlock(&g_lock);
     return rc;

@@ -14,6 +14,19 @@
 #include "fault_internal.h"
 #include "testutil.h"
 
+/* Under a sanitizer, mmkit's SIGSEGV/SIGBUS handler must be the one that
+ * runs (docs/guide-fault.md); the environment can still add options. */
+const char *__asan_default_options(void);
+__attribute__((visibility("default"))) const char *__asan_default_options(void)
+{
+    return "allow_user_segv_handler=1:handle_segv=0:handle_sigbus=0";
+}
+const char *__tsan_default_options(void);
+__attribute__((visibility("default"))) const char *__tsan_default_options(void)
+{
+    return "handle_segv=0:handle_sigbus=0";
+}
+
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 static size_t page;
@@ -241,11 +254,41 @@ static void child_prev_siginfo(void *arg)
         _exit(4);
     }
     CHECK(got_sig == SIGSEGV && got_code == SI_USER);
-    /* Uninstall restores the previous handler. */
+    _exit(42);
+}
+
+/* Install/uninstall pairs restore the previous handler, unless someone
+ * replaced ours meanwhile; a guarded routine keeps its own reference. */
+static void child_uninstall(void *arg)
+{
+    (void)arg;
+    struct sigaction sa, cur;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = prev_siginfo;
+    sa.sa_flags = SA_SIGINFO;
+    CHECK(sigaction(SIGBUS, &sa, NULL) == 0);
+    CHECK_OK(mmk_fault_install());
+    CHECK_OK(mmk_fault_install());
     mmk_fault_uninstall();
-    struct sigaction cur;
-    sigaction(SIGSEGV, NULL, &cur);
+    sigaction(SIGBUS, NULL, &cur);
+    CHECK(cur.sa_sigaction != prev_siginfo); /* still ours: one reference left */
+    mmk_fault_uninstall();
+    sigaction(SIGBUS, NULL, &cur);
     CHECK(cur.sa_sigaction == prev_siginfo);
+    mmk_fault_uninstall(); /* unbalanced: ignored */
+
+    CHECK_OK(mmk_fault_install());
+    signal(SIGSEGV, SIG_IGN); /* someone replaces ours */
+    mmk_fault_uninstall();
+    sigaction(SIGSEGV, NULL, &cur);
+    CHECK(cur.sa_handler == SIG_IGN); /* theirs is kept */
+    signal(SIGSEGV, SIG_DFL);
+
+    char buf[8];
+    CHECK_EQ(mmk_copy_guarded(buf, NULL, 8), -EFAULT);
+    CHECK_OK(mmk_fault_install());
+    mmk_fault_uninstall();
+    CHECK_EQ(mmk_copy_guarded(buf, NULL, 8), -EFAULT); /* still caught */
     _exit(42);
 }
 
@@ -429,6 +472,7 @@ int main(void)
     page = mmk_page_size();
     /* Children first, so each installs mmkit's handler over its own. */
     expect_exit(child_prev_siginfo, 42, "previous SA_SIGINFO handler gets a NULL dereference");
+    expect_exit(child_uninstall, 42, "install/uninstall restore the previous handler");
     expect_exit(child_prev_plain, 42, "previous sa_handler gets a NULL dereference");
     expect_signal(child_null_default, SIGSEGV, "NULL dereference with no handler");
     expect_signal(child_null_ignored, SIGSEGV, "NULL dereference with SIGSEGV ignored");
