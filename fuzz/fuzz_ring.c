@@ -74,7 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     int broken = 0;
     char buf[512] = {0};
-    for (int steps = 0; in.n && steps < 4096; steps++) {
+    for (int steps = 0; in.n && steps < 1024; steps++) {
         unsigned op = (unsigned)take(&in, 1);
         void *w;
         const void *q;

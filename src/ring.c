@@ -815,6 +815,8 @@ MMK_API int mmk_ring_rec_reserve(mmk_ring *r, size_t len, void **rec)
         return rc;
     if (mmk__unlikely(r->rsv_open))
         return -EBUSY;
+    if (mmk__unlikely(r->woff & 7))
+        return -EINVAL; /* byte spans were mixed in: records need 8-byte alignment */
     if (mmk__unlikely(len > UINT32_MAX || rec_space(len) > r->cap))
         return -EMSGSIZE;
     if (mmk__unlikely(write_closed(r)))
@@ -870,6 +872,8 @@ MMK_API ssize_t mmk_ring_rec_peek(mmk_ring *r, const void **rec)
     int rc = enter_consumer(r);
     if (mmk__unlikely(rc))
         return rc;
+    if (mmk__unlikely(r->roff & 7))
+        return -EINVAL; /* byte spans were mixed in */
     ssize_t av = cons_avail(r, r->peek_space ? r->peek_space : REC_HDR);
     if (mmk__unlikely(av < 0))
         return av;

@@ -150,7 +150,8 @@ MMK_API int     mmk_ring_poll_prepare(mmk_ring *r, unsigned which);
 /* Producer: reserve room for a record of len bytes; *rec points at its
  * payload. 0, -EAGAIN (not enough room now: wait_writable for
  * mmk_ring_record_space(len)), -EMSGSIZE (can never fit), -EPIPE, -EBUSY
- * (a reservation is already open). */
+ * (a reservation is already open), -EINVAL (byte spans were mixed in, so the
+ * position is not 8-aligned). */
 MMK_API int     mmk_ring_rec_reserve(mmk_ring *r, size_t len, void **rec);
 
 /* Producer: publish the open reservation with its final length len (<= the
@@ -162,7 +163,8 @@ MMK_API int     mmk_ring_rec_discard(mmk_ring *r);
 
 /* Consumer: the next record, in place: *rec points at its payload; returns
  * its length (0 is a valid empty record), -EAGAIN when none is ready,
- * MMK_ECORRUPT when the header is impossible. The payload stays valid until
+ * MMK_ECORRUPT when the header is impossible, -EINVAL after byte spans were
+ * mixed in. The payload stays valid until
  * mmk_ring_rec_release. In untrusted mode the length is validated but the
  * payload may still change under you: copy it before trusting it. */
 MMK_API ssize_t mmk_ring_rec_peek(mmk_ring *r, const void **rec);
