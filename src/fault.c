@@ -74,6 +74,8 @@ int mmk__x86_load64(const void *src, uint64_t *out);
 int mmk__x86_store32(void *dst, uint32_t v);
 int mmk__x86_store64(void *dst, uint64_t v);
 void mmk__fault_fixup(void);
+void mmk__fault_fixup_avx(void);
+unsigned char mmk__x86_avx2; /* read by the copy routine: use the AVX2 loop */
 extern const char mmk__fault_text_start[], mmk__fault_text_end[];
 #else
 /* One armed guard per thread: the range that may fault and where to go. */
@@ -374,7 +376,8 @@ static void on_fault(int sig, siginfo_t *si, void *uctx)
         if (pc >= (uintptr_t)mmk__fault_text_start && pc < (uintptr_t)mmk__fault_text_end &&
             hits(si, addr, (uintptr_t)gr[REG_R8], (uintptr_t)gr[REG_R9])) {
             gr[REG_RAX] = mmk__fault_error(sig, si->si_code);
-            gr[REG_RIP] = (greg_t)(uintptr_t)mmk__fault_fixup;
+            gr[REG_RIP] = (greg_t)(uintptr_t)(mmk__x86_avx2 ? mmk__fault_fixup_avx
+                                                            : mmk__fault_fixup);
             atomic_fetch_add_explicit(&g_recovered, 1, memory_order_relaxed);
             goto out;
         }
@@ -421,6 +424,10 @@ static int install_locked(void)
     /* First install, or someone replaced our handler since: (re)install,
      * chaining to whatever is there now. */
     mmk__pagesz();
+#if MMK__FAULT_TABLE
+    __builtin_cpu_init();
+    mmk__x86_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+#endif
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_fault;

@@ -14,7 +14,7 @@
  * accesses from both ends instead of reading a whole word past the end. */
 #if defined(__x86_64__) && !defined(MMK_FAULT_FORCE_PORTABLE)
 
-#define COPY_REP_THRESHOLD 1024
+#define COPY_REP_THRESHOLD 4096
 
         .text
         .p2align 6
@@ -68,6 +68,11 @@ mmk__x86_store:
 .Lgt64:
         cmp     $COPY_REP_THRESHOLD, %rdx
         jae     .Lrep
+        cmp     $128, %rdx
+        jbe     .Lsse
+        cmpb    $0, mmk__x86_avx2(%rip)
+        jne     .Lavx
+.Lsse:
         /* 64 bytes a step; the last 64 are loaded first and stored last, so
          * the loop needs no remainder handling. */
         movups  -64(%rsi,%rdx), %xmm4
@@ -93,6 +98,75 @@ mmk__x86_store:
         movups  %xmm5, -48(%r10)
         movups  %xmm6, -32(%r10)
         movups  %xmm7, -16(%r10)
+        xor     %eax, %eax
+        ret
+.Lavx:
+        /* AVX2 CPUs only (mmk__x86_avx2 is set from cpuid before the first
+         * copy). 128 < n <= 256: four ymm from each end. */
+        cmp     $256, %rdx
+        ja      .Lavxloop
+        vmovdqu (%rsi), %ymm0
+        vmovdqu 32(%rsi), %ymm1
+        vmovdqu 64(%rsi), %ymm2
+        vmovdqu 96(%rsi), %ymm3
+        vmovdqu -128(%rsi,%rdx), %ymm4
+        vmovdqu -96(%rsi,%rdx), %ymm5
+        vmovdqu -64(%rsi,%rdx), %ymm6
+        vmovdqu -32(%rsi,%rdx), %ymm7
+        vmovdqu %ymm0, (%rdi)
+        vmovdqu %ymm1, 32(%rdi)
+        vmovdqu %ymm2, 64(%rdi)
+        vmovdqu %ymm3, 96(%rdi)
+        vmovdqu %ymm4, -128(%rdi,%rdx)
+        vmovdqu %ymm5, -96(%rdi,%rdx)
+        vmovdqu %ymm6, -64(%rdi,%rdx)
+        vmovdqu %ymm7, -32(%rdi,%rdx)
+        vzeroupper
+        xor     %eax, %eax
+        ret
+.Lavxloop:
+        /* As the SSE loop, 256 bytes a step; the last 256 go last. */
+        vmovdqu -256(%rsi,%rdx), %ymm8
+        vmovdqu -224(%rsi,%rdx), %ymm9
+        vmovdqu -192(%rsi,%rdx), %ymm10
+        vmovdqu -160(%rsi,%rdx), %ymm11
+        vmovdqu -128(%rsi,%rdx), %ymm12
+        vmovdqu -96(%rsi,%rdx), %ymm13
+        vmovdqu -64(%rsi,%rdx), %ymm14
+        vmovdqu -32(%rsi,%rdx), %ymm15
+        lea     (%rdi,%rdx), %r10
+        mov     %rdx, %rcx
+        .p2align 4
+3:      vmovdqu (%rsi), %ymm0
+        vmovdqu 32(%rsi), %ymm1
+        vmovdqu 64(%rsi), %ymm2
+        vmovdqu 96(%rsi), %ymm3
+        vmovdqu 128(%rsi), %ymm4
+        vmovdqu 160(%rsi), %ymm5
+        vmovdqu 192(%rsi), %ymm6
+        vmovdqu 224(%rsi), %ymm7
+        vmovdqu %ymm0, (%rdi)
+        vmovdqu %ymm1, 32(%rdi)
+        vmovdqu %ymm2, 64(%rdi)
+        vmovdqu %ymm3, 96(%rdi)
+        vmovdqu %ymm4, 128(%rdi)
+        vmovdqu %ymm5, 160(%rdi)
+        vmovdqu %ymm6, 192(%rdi)
+        vmovdqu %ymm7, 224(%rdi)
+        add     $256, %rsi
+        add     $256, %rdi
+        sub     $256, %rcx
+        cmp     $256, %rcx
+        ja      3b
+        vmovdqu %ymm8, -256(%r10)
+        vmovdqu %ymm9, -224(%r10)
+        vmovdqu %ymm10, -192(%r10)
+        vmovdqu %ymm11, -160(%r10)
+        vmovdqu %ymm12, -128(%r10)
+        vmovdqu %ymm13, -96(%r10)
+        vmovdqu %ymm14, -64(%r10)
+        vmovdqu %ymm15, -32(%r10)
+        vzeroupper
         xor     %eax, %eax
         ret
 .Lrep:
@@ -192,7 +266,9 @@ mmk__x86_store64:
         .hidden mmk__fault_text_end
 mmk__fault_text_end:
 
-/* The error exit: the handler has put -EFAULT or -EIO in rax. */
+/* The error exits: the handler has put -EFAULT or -EIO in rax. The AVX one
+ * (chosen by the handler on AVX2 CPUs) clears the upper ymm halves, as a
+ * normal return from the AVX loop does. */
         .globl mmk__fault_fixup
         .hidden mmk__fault_fixup
         .type mmk__fault_fixup, @function
@@ -200,6 +276,15 @@ mmk__fault_text_end:
 mmk__fault_fixup:
         ret
         .size mmk__fault_fixup, .-mmk__fault_fixup
+
+        .globl mmk__fault_fixup_avx
+        .hidden mmk__fault_fixup_avx
+        .type mmk__fault_fixup_avx, @function
+        .p2align 4
+mmk__fault_fixup_avx:
+        vzeroupper
+        ret
+        .size mmk__fault_fixup_avx, .-mmk__fault_fixup_avx
 
 #endif
 

@@ -61,7 +61,7 @@ static void test_copy_sizes(void)
     size_t sizes[400], ns = 0;
     for (size_t n = 0; n <= 300; n++)
         sizes[ns++] = n;
-    size_t big[] = {511, 512, 1023, 1024, 1025, 4095, 4096, 4097, 8192, 12345, 20000};
+    size_t big[] = {511, 512, 513, 777, 1023, 1024, 1025, 2047, 3000, 4095, 4096, 4097, 8192, 12345, 20000};
     for (size_t i = 0; i < NELEM(big); i++)
         sizes[ns++] = big[i];
     for (size_t k = 0; k < ns; k++) {
@@ -95,7 +95,7 @@ static void test_unmapped(void)
     uint64_t before = mmk_fault_count();
     CHECK_EQ(mmk_copy_guarded(buf, p + page, 64), -EFAULT);
     /* Crossing from a good page into a PROT_NONE one, every copy path. */
-    size_t ns[] = {2, 7, 15, 31, 63, 100, 1000, 4000};
+    size_t ns[] = {2, 7, 15, 31, 63, 100, 200, 1000, 3000, 6000};
     for (size_t i = 0; i < NELEM(ns); i++)
         CHECK_EQ(mmk_copy_guarded(buf, p + page - ns[i] / 2, ns[i]), -EFAULT);
     CHECK_EQ(mmk_store_guarded(p + page - 10, buf, 20), -EFAULT);
