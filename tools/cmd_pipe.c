@@ -21,12 +21,14 @@ static const char pipe_usage[] =
     "Copy stdin to stdout through a double-mapped ring buffer, with a reader and\n"
     "a writer thread. Byte-exact.\n"
     "\n"
-    "  -s SIZE   ring size (default 16M; suffixes K, M, G; rounded up to pages)\n"
+    "  -s SIZE   ring size (default 4M; suffixes K, M, G; rounded up to pages)\n"
     "  -p        show progress on stderr: bytes, rate, and percent and time left\n"
     "            when the input is a regular file (default when stderr is a terminal)\n"
     "  -q        no progress, even on a terminal\n"
     "\n"
     "Exit status: 0 done, 1 read or write error (e.g. stdout closed), 2 bad usage.\n";
+
+#define CHUNK ((size_t)128 << 10)
 
 struct pipe_state {
     mmk_ring *r;
@@ -100,7 +102,7 @@ static void show(struct progress *p, uint64_t done, int final)
 
 int mmk_cmd_pipe(int argc, char **argv)
 {
-    uint64_t size = 16u << 20;
+    uint64_t size = 4u << 20;
     int prog = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = NULL;
@@ -151,7 +153,9 @@ int mmk_cmd_pipe(int argc, char **argv)
         return 1;
     }
     size_t cap = mmk_ring_capacity(st.r);
-    st.chunk = cap / 4 < ((size_t)1 << 20) ? (cap / 4 ? cap / 4 : cap) : (size_t)1 << 20;
+    /* Move at most 128 KiB per system call, like cat: what one side just
+     * wrote is still in cache when the other copies it out. */
+    st.chunk = cap / 4 < CHUNK ? (cap / 4 ? cap / 4 : cap) : CHUNK;
     pthread_t th;
     if (pthread_create(&th, NULL, reader, &st)) {
         fprintf(stderr, "mmk pipe: cannot start the reader thread\n");
@@ -176,7 +180,7 @@ int mmk_cmd_pipe(int argc, char **argv)
             break;
         }
         /* Short writes and EINTR: keep going until the span is out. */
-        ssize_t n = write(1, span, (size_t)av);
+        ssize_t n = write(1, span, (size_t)av < st.chunk ? (size_t)av : st.chunk);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
