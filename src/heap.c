@@ -482,23 +482,28 @@ static int catch_up(mmk_heap *h, int writable)
     return map_file(h, size, writable);
 }
 
-/* Grow by at least min_pages inside a transaction. */
-int mmk__hp_grow(mmk_heap *h, uint64_t min_pages)
+/* Grow inside a transaction so that a run of `need` contiguous pages fits
+ * (runs never cross a group: a request that does not fit in the rest of
+ * the current group goes to the next one). Grows by at least half. */
+int mmk__hp_grow(mmk_heap *h, uint64_t need)
 {
     struct hp_header *hd = h->hdr;
     uint64_t old = hd->heap_size >> HP_SHIFT;
-    uint64_t add = old / 2 > min_pages ? old / 2 : min_pages;
-    uint64_t gib = (uint64_t)1 << (30 - HP_SHIFT);
-    if (add > gib && min_pages <= gib)
+    uint64_t g = hp_group(old);
+    uint64_t start = old < hp_first_data(g) ? hp_first_data(g) : old;
+    uint64_t min_end = need <= hp_group_end(g) - start ? start + need
+                                                        : hp_group_end(g) + HP_META + need;
+    uint64_t add = old / 2, gib = (uint64_t)1 << (30 - HP_SHIFT);
+    if (add > gib)
         add = gib;
     if (add < 256)
         add = 256;
-    uint64_t neu = old + add;
+    uint64_t neu = old + add > min_end ? old + add : min_end;
     if (neu % HP_GROUP && neu % HP_GROUP < HP_META + 256)
         neu += HP_META + 256 - neu % HP_GROUP; /* never end inside a group's metadata */
     if ((neu << HP_SHIFT) > h->reserve) {
         neu = h->reserve >> HP_SHIFT;
-        if (neu < old + min_pages)
+        if (neu < min_end)
             return -ENOMEM;
     }
     struct stat st;
@@ -519,16 +524,16 @@ int mmk__hp_grow(mmk_heap *h, uint64_t min_pages)
             return rc;
     }
     /* New groups start with their metadata pages. */
-    for (uint64_t g = hp_group(old); g * HP_GROUP < neu; g++) {
-        uint64_t m = hp_meta_start(g);
+    for (uint64_t gi = hp_group(old); gi * HP_GROUP < neu; gi++) {
+        uint64_t m = hp_meta_start(gi);
         for (uint64_t p = m > old ? m : old; p < m + HP_META && p < neu; p++)
             *hp_desc_ptr(h, p) = D_MAKE(D_META, 0);
     }
     hd->heap_size = neu << HP_SHIFT;
     for (uint64_t p = old; p < neu;) {
-        uint64_t g = hp_group(p);
-        uint64_t first = p < hp_first_data(g) ? hp_first_data(g) : p;
-        uint64_t end = hp_group_end(g) < neu ? hp_group_end(g) : neu;
+        uint64_t gp = hp_group(p);
+        uint64_t first = p < hp_first_data(gp) ? hp_first_data(gp) : p;
+        uint64_t end = hp_group_end(gp) < neu ? hp_group_end(gp) : neu;
         if (first < end) {
             rc = mmk__hp_alloc_init(h, first, end);
             if (rc)

@@ -132,6 +132,7 @@ static int free_pages(mmk_heap *h, uint64_t pg, uint64_t n)
     uint64_t start = pg, total = n, x;
     uint32_t d;
     int rc;
+    desc_set(h, pg, 0); /* the object's head becomes free space (or interior) */
     if (pg > lo) {
         if ((rc = desc_get(h, pg - 1, &d)))
             return rc;
@@ -207,7 +208,7 @@ static int alloc_pages(mmk_heap *h, uint64_t n, uint64_t *out)
         if (!found) {
             if (attempt)
                 return -ENOMEM;
-            int rc = mmk__hp_grow(h, n + HP_META);
+            int rc = mmk__hp_grow(h, n);
             if (rc)
                 return rc;
             continue;
