@@ -94,8 +94,12 @@ static void cleanup(void)
     unlink(log);
 }
 
+extern uint64_t mmk__map_fixed_seed;
+
 static void setup(void)
 {
+    const char *fs = getenv("MMK_FUZZ_MAP_SEED");
+    mmk__map_fixed_seed = fs ? strtoull(fs, NULL, 0) : 0x6d6d6b6d6170ull;
     const char *t = getenv("TMPDIR");
     snprintf(path, sizeof path, "%s/mmk-fuzz-map-%d.heap", t && *t ? t : "/tmp", (int)getpid());
     int rc = mmk_heap_open(path, MMK_HEAP_CREATE | MMK_HEAP_NOSYNC, &H);
@@ -113,6 +117,7 @@ static void setup(void)
     }
     if ((rc = mmk_heap_commit(H)))
         die("commit", rc);
+    mmk__map_fixed_seed = 0;
     collect();
     atexit(cleanup);
 }

@@ -136,6 +136,10 @@ uint64_t mmk__map_siphash(uint64_t k0, uint64_t k1, const void *data, size_t len
     return siphash(k0, k1, data, len, c, d);
 }
 
+/* Tests and fuzz targets set this to make maps (and failures) reproducible;
+ * zero means a random seed. */
+uint64_t mmk__map_fixed_seed;
+
 static inline uint64_t key_hash(const struct mhdr *m, const void *key, size_t klen)
 {
     return siphash(m->k0, m->k1, key, klen, 1, 3);
@@ -406,8 +410,9 @@ int mmk_map_create(mmk_heap *h, mmk_ref *out)
             mmk_heap_free(h, hr);
         return rc;
     }
-    uint64_t seed[2];
-    mmk__os_random(seed, sizeof seed);
+    uint64_t seed[2] = {mmk__map_fixed_seed, mmk__map_fixed_seed * 0x9e3779b97f4a7c15ull};
+    if (!mmk__map_fixed_seed)
+        mmk__os_random(seed, sizeof seed);
     m->magic = MAP_MAGIC;
     m->version = MAP_VERSION;
     m->hdr_size = sizeof *m;
@@ -549,6 +554,7 @@ static int split_one(struct mctx *c)
      * the read cursor), movers appended to the new bucket. */
     struct mbucket *wn = src, *dn = dst;
     int wi = 0, di = 0;
+    uint64_t read_nodes = 1, write_node = 0;
     walk_init(&w, src);
     for (struct mbucket *b = src; b;) {
         for (int i = 0; i < SLOTS && b->slot[i]; i++) {
@@ -564,23 +570,27 @@ static int split_one(struct mctx *c)
                 if (wi == SLOTS) {
                     wn = mp(c->h, wn->over, sizeof *wn);
                     wi = 0;
+                    write_node++;
                 }
                 wn->slot[wi++] = s;
             }
         }
         if (!b->slot[SLOTS - 1])
             break;
-        b = chain_next(c, b, &w, &rc);
+        if ((b = chain_next(c, b, &w, &rc)))
+            read_nodes++;
     }
     /* Clear the rest of the source chain and free the nodes after the last
-     * one written (all their slots were read, so all moved). */
+     * one written up to the last one read (all their slots moved). A link
+     * past the chain's end (damage) is left alone: check reports it. */
     for (int i = wi; i < SLOTS; i++)
         if (wn->slot[i])
             wn->slot[i] = 0;
-    mmk_ref f = wn->over;
+    uint64_t nfree = read_nodes - 1 - write_node;
+    mmk_ref f = nfree ? wn->over : 0;
     if (f)
         wn->over = 0;
-    while (f) {
+    while (nfree--) {
         struct mbucket *fb = mp(c->h, f, sizeof *fb);
         mmk_ref nx = fb->over;
         if ((rc = free_node(c, f)))
