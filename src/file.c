@@ -246,7 +246,9 @@ MMK_API int mmk_file_open_opts(const char *path, unsigned flags, const struct mm
         }
         f->reserve = mmk__align_up((size_t)want ? (size_t)want : page, page);
         void *base;
-        rc = mmk_reserve(f->reserve, &base);
+        /* 2 MiB aligned: where the page cache holds huge folios, the kernel
+         * can then map them with one TLB entry. */
+        rc = mmk_reserve_aligned(f->reserve, (size_t)2 << 20, &base);
         if (rc)
             goto fail;
         f->base = base;

@@ -1,0 +1,153 @@
+/* bench_file: the safe mapped file against the system calls it replaces.
+ *
+ * 1. Random 4 KiB reads from a cached file: mmk_file_read_at (mapping,
+ *    guarded copy) against pread(2), over 8 MiB and over the whole file.
+ * 2. Sequential reads in chunks of 64 KiB, 256 KiB and 1 MiB: read(2)
+ *    against copying out of the mapping, both from a mapping whose page
+ *    tables are already filled ("warm") and from a fresh one (each pass
+ *    opens the file again, so every page is a minor fault: what a reader
+ *    that maps a file once and reads it once pays). This decides the
+ *    policy's PREAD_MIN in src/file.c.
+ * Medians of --runs runs, side by side in one process. */
+#include <fcntl.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include <mmkit/mmkit.h>
+#include "bench.h"
+
+static char path[512];
+static size_t fsize;
+
+static double rand_read_at(mmk_file *f, size_t span, long n, unsigned char *buf)
+{
+    uint64_t x = 88172645463325252ull;
+    size_t pages = span / 4096;
+    double t0 = bench_now();
+    for (long i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ssize_t r = mmk_file_read_at(f, buf, 4096, (x % pages) * 4096);
+        bench_keep(r);
+    }
+    return (double)n / (bench_now() - t0);
+}
+
+static double rand_pread(int fd, size_t span, long n, unsigned char *buf)
+{
+    uint64_t x = 88172645463325252ull;
+    size_t pages = span / 4096;
+    double t0 = bench_now();
+    for (long i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ssize_t r = pread(fd, buf, 4096, (off_t)((x % pages) * 4096));
+        bench_keep(r);
+    }
+    return (double)n / (bench_now() - t0);
+}
+
+/* GB/s reading the whole file in `chunk` pieces with read(2). */
+static double seq_read(size_t chunk, unsigned char *buf)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    double t0 = bench_now();
+    size_t total = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, chunk)) > 0)
+        total += (size_t)n;
+    double dt = bench_now() - t0;
+    close(fd);
+    return (double)total / dt / 1e9;
+}
+
+/* GB/s copying the whole file out of the mapping in `chunk` pieces. With
+ * fresh, the file is opened (and mapped) inside the timed region. */
+static double seq_map(mmk_file *warm, size_t chunk, unsigned char *buf)
+{
+    double t0 = bench_now();
+    mmk_file *f = warm;
+    if (!f && mmk_file_open(path, MMK_FILE_RDONLY | MMK_FILE_MMAP, &f))
+        return 0;
+    void *data;
+    uint64_t size;
+    mmk_file_view(f, &data, &size);
+    for (size_t off = 0; off < size; off += chunk) {
+        size_t n = size - off < chunk ? size - off : chunk;
+        int rc = mmk_copy_guarded(buf, (char *)data + off, n);
+        bench_keep(rc);
+    }
+    if (!warm)
+        mmk_file_close(f);
+    return (double)size / (bench_now() - t0) / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    struct bench_opts o = bench_parse(argc, argv);
+    fsize = (size_t)(o.quick ? 32 : 128) << 20;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/mmk-bench-file-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        perror("mkstemp");
+        return 1;
+    }
+    unsigned char *buf = malloc(1 << 20);
+    for (size_t i = 0; i < (1 << 20); i++)
+        buf[i] = (unsigned char)(i * 7);
+    for (size_t off = 0; off < fsize; off += 1 << 20)
+        if (pwrite(fd, buf, 1 << 20, (off_t)off) != 1 << 20)
+            return 1;
+    fsync(fd);
+
+    mmk_file *f;
+    if (mmk_file_open(path, MMK_FILE_RDONLY | MMK_FILE_MMAP, &f))
+        return 1;
+    /* Warm the page cache and the mapping's page tables. */
+    seq_read(1 << 20, buf);
+    seq_map(f, 1 << 20, buf);
+
+    int runs = o.runs > 32 ? 32 : o.runs;
+    long nrand = o.quick ? 100000 : 400000;
+    printf("### Random 4 KiB reads from a cached file (median of %d runs)\n\n", runs);
+    printf("| span read | read_at (mapping, guarded) | pread(2) | read_at / pread |\n");
+    printf("|---:|---:|---:|---:|\n");
+    /* A span that fits in the CPU's caches, and one that does not (then
+     * both sides wait for memory, and the mapping for TLB misses too). */
+    size_t spans[] = {(size_t)8 << 20, fsize};
+    for (int sp = 0; sp < 2; sp++) {
+        double a[32], b[32];
+        for (int r = 0; r < runs; r++) {
+            a[r] = rand_read_at(f, spans[sp], nrand, buf);
+            b[r] = rand_pread(fd, spans[sp], nrand, buf);
+        }
+        double ma = bench_median(a, runs), mb = bench_median(b, runs);
+        printf("| %zu MiB | %.0f ns (%.2f M/s) | %.0f ns (%.2f M/s) | %.2fx |\n", spans[sp] >> 20,
+               1e9 / ma, ma / 1e6, 1e9 / mb, mb / 1e6, ma / mb);
+    }
+    printf("\n");
+
+    static const size_t chunks[] = {64 << 10, 256 << 10, 1 << 20};
+    printf("### Sequential reads of the whole cached file (GB/s, median of %d runs)\n\n", runs);
+    printf("| chunk | read(2) | mapping, warm | mapping, fresh | warm / read | fresh / read |\n");
+    printf("|---:|---:|---:|---:|---:|---:|\n");
+    bench_plot_meta("file_seq", "Sequential reads of a cached file", "chunk bytes", "GB/s", 1);
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        double x[32], y[32], z[32];
+        for (int r = 0; r < runs; r++) {
+            x[r] = seq_read(chunks[c], buf);
+            y[r] = seq_map(f, chunks[c], buf);
+            z[r] = seq_map(NULL, chunks[c], buf);
+        }
+        double mx = bench_median(x, runs), my = bench_median(y, runs), mz = bench_median(z, runs);
+        printf("| %zu KiB | %.2f | %.2f | %.2f | %.2f | %.2f |\n", chunks[c] >> 10, mx, my, mz,
+               my / mx, mz / mx);
+        bench_plot("file_seq", "read(2)", (double)chunks[c], mx);
+        bench_plot("file_seq", "mapping-warm", (double)chunks[c], my);
+        bench_plot("file_seq", "mapping-fresh", (double)chunks[c], mz);
+    }
+    mmk_file_close(f);
+    close(fd);
+    unlink(path);
+    free(buf);
+    return 0;
+}
