@@ -247,8 +247,13 @@ MMK_API int mmk_file_open_opts(const char *path, unsigned flags, const struct mm
         f->reserve = mmk__align_up((size_t)want ? (size_t)want : page, page);
         void *base;
         /* 2 MiB aligned: where the page cache holds huge folios, the kernel
-         * can then map them with one TLB entry. */
-        rc = mmk_reserve_aligned(f->reserve, (size_t)2 << 20, &base);
+         * can then map them with one TLB entry. A default reservation that
+         * the address space refuses (valgrind allows < 64 GiB, so may a
+         * ulimit -v) is halved until it fits; one the caller chose is not. */
+        size_t floor = mmk__align_up((size_t)st.st_size + 1, (size_t)1 << 20);
+        while ((rc = mmk_reserve_aligned(f->reserve, (size_t)2 << 20, &base)) != 0 &&
+               !(opts && opts->reserve) && f->reserve / 2 >= floor)
+            f->reserve = mmk__align_up(f->reserve / 2, page);
         if (rc)
             goto fail;
         f->base = base;
