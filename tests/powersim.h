@@ -1,0 +1,649 @@
+/* A power-loss simulator for the persistent heap, shared by
+ * test_powerloss.c and test_heap_iofault.c.
+ *
+ * It installs hooks into the heap's I/O layer (src/heap_io.h) and models,
+ * for each of the two files of one heap (the heap file and "<path>-log"),
+ * what a disk may hold after a power cut:
+ *   - `disk`: the bytes as of the last completed fdatasync of that file;
+ *   - `ops`: every write and size change made since, in order.
+ * fdatasync of one file orders nothing on the other: each file has its own
+ * list. The directory entries count as durable once fsync_dir completed.
+ *
+ * An image is built from `disk` plus a chosen subset of `ops`, applied in
+ * their original order, each write possibly torn at 512-byte or 4 KiB file
+ * offsets (a surviving later write with a lost earlier one models
+ * reordering by the device or the page cache's writeback). The real files
+ * keep the page cache's view: a process crash leaves exactly them.
+ *
+ * A failed fdatasync (injected) follows Linux: the pending writes are marked
+ * clean whether or not they reached the disk, so each pending chunk is
+ * decided once, at random, and is never written again by a later sync.
+ *
+ * The real fdatasync is never called while recording: the model is the
+ * disk. Everything runs in one thread; the hooks are global. */
+#ifndef MMK_POWERSIM_H
+#define MMK_POWERSIM_H
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "heap_io.h"
+#include "testutil.h"
+
+enum { PS_HEAP = 0, PS_LOG = 1, PS_NFILE = 2 };
+enum { PS_WRITE = 1, PS_TRUNC = 2 };
+
+struct ps_op {
+    int kind;
+    uint64_t off, len; /* PS_TRUNC: len is the new size */
+    unsigned char *data;
+    uint64_t seq;      /* global order across files */
+};
+
+struct ps_file {
+    char path[PATH_MAX];
+    unsigned char *disk;
+    uint64_t disk_size, disk_cap;
+    int dir_durable;   /* the directory entry survives a power cut */
+    struct ps_op *ops;
+    size_t nops, cap;
+    uint64_t pending_bytes;
+};
+
+/* What survives: the pending ops chosen by mode, each torn at `tear`
+ * (0 = whole) with chunk survival probability q. */
+enum { PS_NONE, PS_ALL, PS_SUBSET, PS_PREFIX };
+struct ps_plan {
+    int mode;
+    double p;       /* PS_SUBSET: survival probability of an op */
+    unsigned tear;  /* 0, 512 or 4096 */
+    double q;       /* survival probability of a torn chunk */
+    uint64_t prefix; /* PS_PREFIX: ops with seq < prefix survive */
+    int lose_dir;   /* a file whose directory entry is not durable may vanish */
+};
+
+struct ps_image {
+    unsigned char *buf[PS_NFILE];
+    uint64_t size[PS_NFILE], cap[PS_NFILE];
+    int exists[PS_NFILE];
+};
+
+/* Injected faults, consumed by the hooks. A countdown of 1 fails the next
+ * matching call; 0 = off. */
+struct ps_faults {
+    int file;            /* which file's calls count: PS_HEAP, PS_LOG, -1 both */
+    long write_in;       /* fail the Nth write (pwrite/pwritev) */
+    int write_err;       /* -EIO, -ENOSPC */
+    long short_in;       /* the Nth write writes half and returns the short count */
+    long sync_in;        /* fail the Nth fdatasync with -EIO */
+    long read_in;        /* fail the Nth pread with -EIO */
+    long read_every;     /* with read_in: keep failing every read after it */
+    int sync_outcome;    /* failed sync: 0 random per chunk, 1 all landed, 2 none landed */
+};
+
+struct ps {
+    struct ps_file f[PS_NFILE];
+    int recording;
+    uint64_t seq;
+    uint64_t rng;
+    uint8_t boot[16];
+    uint64_t boot_no;
+    /* called just before a sync of file `file` completes (file = -1: the
+     * directory), and after every recorded write */
+    void (*at_sync)(int file);
+    void (*at_write)(int file);
+    struct ps_faults fault;
+    /* counters */
+    uint64_t nwrites, nsyncs, nfailed_syncs, ndirsyncs;
+    uint64_t *touched;   /* bitmap of heap-file pages written since ps_take_touched */
+    uint64_t touched_bits;
+};
+
+static struct ps PS;
+
+/* The image files last written (ps_write_image): their bytes as written, and
+ * the pages the heap wrote since (a recovery), so the next image rewrites
+ * only the pages that differ. */
+struct ps_target {
+    char base[PATH_MAX];
+    char path[PS_NFILE][PATH_MAX + 8];
+    unsigned char *shadow[PS_NFILE];
+    uint64_t size[PS_NFILE], cap[PS_NFILE];
+    int exists[PS_NFILE];
+    uint64_t *stale[PS_NFILE];
+    uint64_t stale_bits[PS_NFILE];
+};
+static struct ps_target PT;
+
+static inline void ps_set_boot(uint64_t no)
+{
+    PS.boot_no = no;
+    memset(PS.boot, 0, sizeof PS.boot);
+    memcpy(PS.boot, &no, sizeof no);
+    PS.boot[15] = 0x5a;
+}
+
+/* 0/1: a recorded file; 2/3: an image file; -1: other. */
+static inline int ps_fd_kind(int fd)
+{
+    char link[64], target[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0)
+        return -1;
+    target[n] = 0;
+    for (int i = 0; i < PS_NFILE; i++) {
+        if (!strcmp(target, PS.f[i].path))
+            return i;
+        if (PT.base[0] && !strcmp(target, PT.path[i]))
+            return PS_NFILE + i;
+    }
+    return -1;
+}
+
+static inline void ps_mark_stale(int i, uint64_t off, uint64_t len)
+{
+    if (!len)
+        return;
+    uint64_t last = (off + len - 1) >> 12;
+    if (last >= PT.stale_bits[i]) {
+        uint64_t nb = (last + 1) * 2 + 4096;
+        PT.stale[i] = realloc(PT.stale[i], nb / 8 + 8);
+        if (!PT.stale[i])
+            exit(1);
+        memset((char *)PT.stale[i] + PT.stale_bits[i] / 8, 0, nb / 8 + 8 - PT.stale_bits[i] / 8);
+        PT.stale_bits[i] = nb;
+    }
+    for (uint64_t pg = off >> 12; pg <= last; pg++)
+        PT.stale[i][pg / 64] |= 1ull << (pg % 64);
+}
+
+/* The recorded file fd belongs to (0/1), or -1 (an image write is noted). */
+static inline int ps_file_of_w(int fd, uint64_t off, uint64_t len)
+{
+    int k = ps_fd_kind(fd);
+    if (k >= PS_NFILE) {
+        ps_mark_stale(k - PS_NFILE, off, len);
+        return -1;
+    }
+    return PS.recording ? k : -1;
+}
+
+static inline int ps_file_of(int fd)
+{
+    int k = PS.recording ? ps_fd_kind(fd) : -1;
+    return k < PS_NFILE ? k : -1;
+}
+
+static inline void *ps_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fprintf(stderr, "powersim: out of memory (%zu bytes)\n", n);
+        exit(1);
+    }
+    return q;
+}
+
+static inline void ps_reserve(unsigned char **buf, uint64_t *cap, uint64_t need)
+{
+    if (need <= *cap)
+        return;
+    uint64_t c = *cap ? *cap : (1 << 20);
+    while (c < need)
+        c *= 2;
+    *buf = ps_xrealloc(*buf, c);
+    memset(*buf + *cap, 0, c - *cap);
+    *cap = c;
+}
+
+/* Apply one op (or one chunk [lo, hi) of a write) to a byte image. */
+static inline void ps_apply(unsigned char **buf, uint64_t *size, uint64_t *cap, const struct ps_op *o,
+                     uint64_t lo, uint64_t hi)
+{
+    if (o->kind == PS_TRUNC) {
+        ps_reserve(buf, cap, o->len);
+        if (o->len > *size)
+            memset(*buf + *size, 0, o->len - *size);
+        *size = o->len;
+        return;
+    }
+    ps_reserve(buf, cap, hi);
+    if (hi > *size) {
+        /* bytes between the old end and the write read as zeros */
+        if (lo > *size)
+            memset(*buf + *size, 0, lo - *size);
+        *size = hi;
+    }
+    memcpy(*buf + lo, o->data + (lo - o->off), hi - lo);
+}
+
+static inline void ps_record(int i, int kind, uint64_t off, const void *data, uint64_t len)
+{
+    struct ps_file *f = &PS.f[i];
+    if (f->nops == f->cap) {
+        f->cap = f->cap ? f->cap * 2 : 256;
+        f->ops = ps_xrealloc(f->ops, f->cap * sizeof *f->ops);
+    }
+    struct ps_op *o = &f->ops[f->nops++];
+    *o = (struct ps_op){.kind = kind, .off = off, .len = len, .seq = PS.seq++};
+    if (kind == PS_WRITE) {
+        o->data = ps_xrealloc(NULL, len);
+        memcpy(o->data, data, len);
+        f->pending_bytes += len;
+        if (i == PS_HEAP) {
+            for (uint64_t pg = off >> 12; pg <= (off + len - 1) >> 12; pg++) {
+                if (pg >= PS.touched_bits) {
+                    uint64_t nb = (pg + 1) * 2 + 4096;
+                    PS.touched = ps_xrealloc(PS.touched, nb / 8 + 8);
+                    memset((char *)PS.touched + PS.touched_bits / 8, 0,
+                           nb / 8 + 8 - PS.touched_bits / 8);
+                    PS.touched_bits = nb;
+                }
+                PS.touched[pg / 64] |= 1ull << (pg % 64);
+            }
+        }
+    }
+}
+
+static inline void ps_drop_ops(struct ps_file *f)
+{
+    for (size_t k = 0; k < f->nops; k++)
+        free(f->ops[k].data);
+    f->nops = 0;
+    f->pending_bytes = 0;
+}
+
+/* A completed sync: every pending op reached the disk. */
+static inline void ps_sync_done(int i)
+{
+    struct ps_file *f = &PS.f[i];
+    for (size_t k = 0; k < f->nops; k++) {
+        const struct ps_op *o = &f->ops[k];
+        ps_apply(&f->disk, &f->disk_size, &f->disk_cap, o, o->off, o->off + o->len);
+    }
+    ps_drop_ops(f);
+}
+
+/* A failed sync: each pending 512-byte chunk landed or not, decided now
+ * and never retried (the pages are clean in the page cache). */
+static inline void ps_sync_failed(int i)
+{
+    struct ps_file *f = &PS.f[i];
+    for (size_t k = 0; k < f->nops; k++) {
+        const struct ps_op *o = &f->ops[k];
+        if (o->kind == PS_TRUNC) {
+            if (PS.fault.sync_outcome != 2 && (PS.fault.sync_outcome == 1 || test_rand(&PS.rng) & 1))
+                ps_apply(&f->disk, &f->disk_size, &f->disk_cap, o, 0, 0);
+            continue;
+        }
+        for (uint64_t lo = o->off; lo < o->off + o->len;) {
+            uint64_t hi = (lo / 512 + 1) * 512;
+            if (hi > o->off + o->len)
+                hi = o->off + o->len;
+            int land = PS.fault.sync_outcome == 1 ||
+                       (PS.fault.sync_outcome == 0 && (test_rand(&PS.rng) & 1));
+            if (land)
+                ps_apply(&f->disk, &f->disk_size, &f->disk_cap, o, lo, hi);
+            lo = hi;
+        }
+    }
+    ps_drop_ops(f);
+}
+
+static inline int ps_fault_hit(long *countdown)
+{
+    if (*countdown <= 0)
+        return 0;
+    return --*countdown == 0;
+}
+
+static inline int ps_counts(int i)
+{
+    return i >= 0 && (PS.fault.file < 0 || PS.fault.file == i);
+}
+
+/* ------------------------------------------------------------ hooks */
+
+static inline ssize_t ps_pwrite(int fd, const void *buf, size_t n, uint64_t off)
+{
+    int i = ps_file_of_w(fd, off, n);
+    if (i < 0)
+        return mmk__heap_io_default.pwrite(fd, buf, n, off);
+    if (ps_counts(i) && ps_fault_hit(&PS.fault.write_in)) {
+        /* as the default loop reports it: part written, then the error */
+        size_t part = n / 2 & ~(size_t)4095;
+        if (part && mmk__heap_io_default.pwrite(fd, buf, part, off) == (ssize_t)part)
+            ps_record(i, PS_WRITE, off, buf, part);
+        return PS.fault.write_err;
+    }
+    if (ps_counts(i) && n > 1 && ps_fault_hit(&PS.fault.short_in))
+        n /= 2;
+    ssize_t r = mmk__heap_io_default.pwrite(fd, buf, n, off);
+    if (r > 0) {
+        ps_record(i, PS_WRITE, off, buf, (uint64_t)r);
+        PS.nwrites++;
+        if (PS.at_write)
+            PS.at_write(i);
+    }
+    return r;
+}
+
+static inline ssize_t ps_pwritev(int fd, const struct iovec *iov, int cnt, uint64_t off)
+{
+    size_t all = 0;
+    for (int k = 0; k < cnt; k++)
+        all += iov[k].iov_len;
+    int i = ps_file_of_w(fd, off, all);
+    if (i < 0)
+        return mmk__heap_io_default.pwritev(fd, iov, cnt, off);
+    if (ps_counts(i) && ps_fault_hit(&PS.fault.write_in)) {
+        size_t part = iov[0].iov_len / 2 & ~(size_t)4095;
+        if (part && mmk__heap_io_default.pwrite(fd, iov[0].iov_base, part, off) == (ssize_t)part)
+            ps_record(i, PS_WRITE, off, iov[0].iov_base, part);
+        return PS.fault.write_err;
+    }
+    size_t total = 0;
+    for (int k = 0; k < cnt; k++)
+        total += iov[k].iov_len;
+    unsigned char *flat = ps_xrealloc(NULL, total);
+    size_t at = 0;
+    for (int k = 0; k < cnt; k++) {
+        memcpy(flat + at, iov[k].iov_base, iov[k].iov_len);
+        at += iov[k].iov_len;
+    }
+    if (ps_counts(i) && total > 1 && ps_fault_hit(&PS.fault.short_in))
+        total /= 2;
+    ssize_t r = mmk__heap_io_default.pwrite(fd, flat, total, off);
+    if (r > 0) {
+        ps_record(i, PS_WRITE, off, flat, (uint64_t)r);
+        PS.nwrites++;
+        if (PS.at_write)
+            PS.at_write(i);
+    }
+    free(flat);
+    return r;
+}
+
+static inline ssize_t ps_pread(int fd, void *buf, size_t n, uint64_t off)
+{
+    if (PS.fault.read_in > 0 || PS.fault.read_every) {
+        int i = ps_file_of(fd);
+        if (ps_counts(i)) {
+            if (PS.fault.read_every && PS.fault.read_in <= 0)
+                return -EIO;
+            if (ps_fault_hit(&PS.fault.read_in))
+                return -EIO;
+        }
+    }
+    return mmk__heap_io_default.pread(fd, buf, n, off);
+}
+
+static inline int ps_fdatasync(int fd)
+{
+    int i = ps_file_of(fd);
+    if (i < 0)
+        return mmk__heap_io_default.fdatasync(fd);
+    PS.nsyncs++;
+    if (PS.at_sync)
+        PS.at_sync(i);
+    if (ps_counts(i) && ps_fault_hit(&PS.fault.sync_in)) {
+        PS.nfailed_syncs++;
+        ps_sync_failed(i);
+        return -EIO;
+    }
+    ps_sync_done(i);
+    return 0;
+}
+
+static inline int ps_fsync_dir(const char *path)
+{
+    if (!PS.recording)
+        return mmk__heap_io_default.fsync_dir(path);
+    PS.ndirsyncs++;
+    if (PS.at_sync)
+        PS.at_sync(-1);
+    for (int i = 0; i < PS_NFILE; i++)
+        if (access(PS.f[i].path, F_OK) == 0)
+            PS.f[i].dir_durable = 1;
+    return 0;
+}
+
+static inline int ps_ftruncate(int fd, uint64_t size)
+{
+    int i = ps_file_of(fd);
+    int rc = mmk__heap_io_default.ftruncate(fd, size);
+    if (i >= 0 && rc == 0)
+        ps_record(i, PS_TRUNC, 0, NULL, size);
+    return rc;
+}
+
+static inline int ps_fallocate(int fd, int mode, uint64_t off, uint64_t len)
+{
+    int i = ps_file_of_w(fd, off, len);
+    int rc = mmk__heap_io_default.fallocate(fd, mode, off, len);
+    if (i >= 0 && rc == 0 && mode == 0) {
+        struct stat st;
+        if (fstat(fd, &st) == 0)
+            ps_record(i, PS_TRUNC, 0, NULL, (uint64_t)st.st_size);
+    }
+    return rc;
+}
+
+static inline int ps_boot_id(uint8_t out[16])
+{
+    memcpy(out, PS.boot, 16);
+    return 0;
+}
+
+static const struct mmk__heap_io ps_hooks = {
+    .pread = ps_pread, .pwrite = ps_pwrite, .pwritev = ps_pwritev,
+    .fdatasync = ps_fdatasync, .fsync_dir = ps_fsync_dir, .ftruncate = ps_ftruncate,
+    .fallocate = ps_fallocate, .boot_id = ps_boot_id,
+};
+
+/* ------------------------------------------------------------ setup */
+
+/* Start recording the heap at path (which need not exist yet: a file that
+ * does not exist has no durable directory entry). Files that exist are
+ * taken as durable as they are now. */
+static inline void ps_init(const char *path, uint64_t seed)
+{
+    for (int i = 0; i < PS_NFILE; i++) {
+        ps_drop_ops(&PS.f[i]);
+        free(PS.f[i].ops);
+        free(PS.f[i].disk);
+    }
+    free(PS.touched);
+    memset(&PS, 0, sizeof PS);
+    PS.rng = seed * 0x9e3779b97f4a7c15ull | 1;
+    snprintf(PS.f[PS_HEAP].path, PATH_MAX, "%s", path);
+    snprintf(PS.f[PS_LOG].path, PATH_MAX, "%s-log", path);
+    for (int i = 0; i < PS_NFILE; i++) {
+        struct ps_file *f = &PS.f[i];
+        int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        f->dir_durable = 1;
+        struct stat st;
+        CHECK(fstat(fd, &st) == 0);
+        f->disk_size = (uint64_t)st.st_size;
+        ps_reserve(&f->disk, &f->disk_cap, f->disk_size);
+        CHECK(pread(fd, f->disk, f->disk_size, 0) == (ssize_t)f->disk_size);
+        close(fd);
+    }
+    ps_set_boot(1);
+    mmk__heap_io_set_hooks(&ps_hooks);
+    PS.recording = 1;
+}
+
+static inline void ps_fini(void)
+{
+    mmk__heap_io_set_hooks(NULL);
+    PS.recording = 0;
+}
+
+/* ------------------------------------------------------------ images */
+
+static inline uint64_t ps_pending_ops(void)
+{
+    return PS.f[0].nops + PS.f[1].nops;
+}
+
+static inline uint64_t ps_first_pending_seq(void)
+{
+    uint64_t s = PS.seq;
+    for (int i = 0; i < PS_NFILE; i++)
+        if (PS.f[i].nops && PS.f[i].ops[0].seq < s)
+            s = PS.f[i].ops[0].seq;
+    return s;
+}
+
+static inline int ps_chance(double p)
+{
+    return (double)(test_rand(&PS.rng) >> 11) * (1.0 / 9007199254740992.0) < p;
+}
+
+/* The disk after a power cut, per plan. */
+static inline void ps_build(struct ps_image *img, const struct ps_plan *pl)
+{
+    for (int i = 0; i < PS_NFILE; i++) {
+        struct ps_file *f = &PS.f[i];
+        img->exists[i] = f->dir_durable || !pl->lose_dir || ps_chance(0.5);
+        if (!f->dir_durable && pl->lose_dir && !img->exists[i]) {
+            img->size[i] = 0;
+            continue;
+        }
+        img->exists[i] = 1;
+        ps_reserve(&img->buf[i], &img->cap[i], f->disk_size);
+        memcpy(img->buf[i], f->disk, f->disk_size);
+        img->size[i] = f->disk_size;
+        for (size_t k = 0; k < f->nops; k++) {
+            const struct ps_op *o = &f->ops[k];
+            int keep = pl->mode == PS_ALL || (pl->mode == PS_SUBSET && ps_chance(pl->p)) ||
+                       (pl->mode == PS_PREFIX && o->seq < pl->prefix);
+            if (!keep)
+                continue;
+            if (o->kind == PS_TRUNC || !pl->tear) {
+                ps_apply(&img->buf[i], &img->size[i], &img->cap[i], o, o->off, o->off + o->len);
+                continue;
+            }
+            for (uint64_t lo = o->off; lo < o->off + o->len;) {
+                uint64_t hi = (lo / pl->tear + 1) * pl->tear;
+                if (hi > o->off + o->len)
+                    hi = o->off + o->len;
+                if (ps_chance(pl->q))
+                    ps_apply(&img->buf[i], &img->size[i], &img->cap[i], o, lo, hi);
+                lo = hi;
+            }
+        }
+    }
+}
+
+/* The page cache's view: the real files as they are now (a process crash). */
+static inline void ps_build_real(struct ps_image *img)
+{
+    for (int i = 0; i < PS_NFILE; i++) {
+        int fd = open(PS.f[i].path, O_RDONLY | O_CLOEXEC);
+        img->exists[i] = fd >= 0;
+        img->size[i] = 0;
+        if (fd < 0)
+            continue;
+        struct stat st;
+        CHECK(fstat(fd, &st) == 0);
+        ps_reserve(&img->buf[i], &img->cap[i], (uint64_t)st.st_size);
+        CHECK(pread(fd, img->buf[i], (size_t)st.st_size, 0) == st.st_size);
+        img->size[i] = (uint64_t)st.st_size;
+        close(fd);
+    }
+}
+
+/* Write an image as the files `path` and `path-log`, rewriting only the
+ * pages that differ from what the files hold. */
+static inline void ps_write_image(const struct ps_image *img, const char *path)
+{
+    if (strcmp(PT.base, path)) {
+        snprintf(PT.base, sizeof PT.base, "%s", path);
+        for (int i = 0; i < PS_NFILE; i++) {
+            snprintf(PT.path[i], sizeof PT.path[i], "%s%s", path, i == PS_LOG ? "-log" : "");
+            PT.exists[i] = 0;
+        }
+    }
+    static const unsigned char zero[4096];
+    for (int i = 0; i < PS_NFILE; i++) {
+        if (!img->exists[i]) {
+            unlink(PT.path[i]);
+            PT.exists[i] = 0;
+            continue;
+        }
+        int fd = -1;
+        if (PT.exists[i])
+            fd = open(PT.path[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0) {
+            unlink(PT.path[i]);
+            fd = open(PT.path[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+            PT.size[i] = 0;
+        }
+        CHECK(fd >= 0);
+        struct stat st;
+        CHECK(fstat(fd, &st) == 0);
+        uint64_t actual = (uint64_t)st.st_size, ns = img->size[i], os = PT.size[i];
+        if (actual != ns)
+            CHECK(ftruncate(fd, (off_t)ns) == 0);
+        for (uint64_t lo = 0; lo < ns; lo += 4096) {
+            uint64_t pg = lo >> 12, len = ns - lo < 4096 ? ns - lo : 4096;
+            const unsigned char *want = img->buf[i] + lo;
+            int stale = pg < PT.stale_bits[i] && (PT.stale[i][pg / 64] >> (pg % 64) & 1);
+            int known = !stale && lo + 4096 <= os && lo + 4096 <= actual;
+            if (known && !memcmp(PT.shadow[i] + lo, want, len))
+                continue;
+            if (!known && lo >= actual && !memcmp(want, zero, len))
+                continue; /* a hole our ftruncate made */
+            CHECK(pwrite(fd, want, len, (off_t)lo) == (ssize_t)len);
+        }
+        close(fd);
+        ps_reserve(&PT.shadow[i], &PT.cap[i], ns);
+        memcpy(PT.shadow[i], img->buf[i], ns);
+        PT.size[i] = ns;
+        PT.exists[i] = 1;
+        if (PT.stale[i])
+            memset(PT.stale[i], 0, PT.stale_bits[i] / 8 + 8);
+    }
+}
+
+static inline void ps_image_free(struct ps_image *img)
+{
+    for (int i = 0; i < PS_NFILE; i++)
+        free(img->buf[i]);
+    memset(img, 0, sizeof *img);
+}
+
+/* Heap-file pages written since the last call: calls fn(page) for each and
+ * clears the set. */
+static inline void ps_take_touched(void (*fn)(uint64_t pg, void *arg), void *arg)
+{
+    for (uint64_t w = 0; w < PS.touched_bits / 64; w++) {
+        uint64_t b = PS.touched[w];
+        while (b) {
+            int k = __builtin_ctzll(b);
+            b &= b - 1;
+            fn(w * 64 + (uint64_t)k, arg);
+        }
+        PS.touched[w] = 0;
+    }
+}
+
+static inline const char *ps_plan_name(const struct ps_plan *pl, char *buf, size_t n)
+{
+    static const char *m[] = {"none", "all", "subset", "prefix"};
+    snprintf(buf, n, "%s p=%.2f tear=%u q=%.2f prefix=%llu%s", m[pl->mode], pl->p, pl->tear,
+             pl->q, (unsigned long long)pl->prefix, pl->lose_dir ? " lose-dir" : "");
+    return buf;
+}
+
+#endif
