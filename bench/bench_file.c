@@ -7,7 +7,7 @@
  *    tables are already filled ("warm") and from a fresh one (each pass
  *    opens the file again, so every page is a minor fault: what a reader
  *    that maps a file once and reads it once pays). This decides the
- *    policy's PREAD_MIN in src/file.c.
+ *    mmap-or-read policy for large reads (src/file.c, mmk_file_read_at).
  * Medians of --runs runs, side by side in one process. */
 #include <fcntl.h>
 #include <stdint.h>

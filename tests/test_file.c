@@ -109,7 +109,7 @@ static void test_rw(unsigned policy)
     check_pattern(f, 0, 100);
     check_pattern(f, 4095, 2);
     check_pattern(f, 12345, 65536);
-    check_pattern(f, 0, total); /* one large read (the pread path when mapped) */
+    check_pattern(f, 0, total); /* one large read */
 
     /* Short at end of file, 0 past it. */
     char b[100];
