@@ -8,11 +8,12 @@
  * a SIGBUS on a later store. The mapping sits at the start of a larger
  * address-space reservation, so growing the file never moves it.
  *
- * Each file picks a reading policy: mapping (fast for random reads of cached
- * data: no system call) or pread/pwrite (network file systems, FUSE, files
- * whose size reads as 0 such as /proc, and large sequential reads, where
- * read(2) is as fast and never faults). See docs/guide-file.md for the
- * measurements behind the choice.
+ * Each file picks a reading policy: mapping (no system call per read: about
+ * 2-3x pread for random 4 KiB reads of cached data, and as fast as read(2)
+ * or faster for large sequential ones, as measured here) or pread/pwrite
+ * (network file systems, FUSE, pseudo file systems and files whose size
+ * reads as 0 such as /proc, anything that is not a regular file, and every
+ * file where mmap fails). See docs/guide-file.md.
  *
  * Thread-safety: read_at and write_at may run concurrently from any number
  * of threads (they take no lock on the fast path); resize, sync and advise
