@@ -157,11 +157,8 @@ static void *uffd_thread(void *arg)
             break;
         struct uffd_msg msg[16];
         ssize_t n = read(r->uffd, msg, sizeof msg);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            break;
-        }
+        if (n < 0)
+            continue; /* EAGAIN, EINTR: a writer may be waiting, never give up */
         for (size_t k = 0; k < (size_t)n / sizeof msg[0]; k++)
             if (msg[k].event == UFFD_EVENT_PAGEFAULT)
                 uffd_fault(r, (uintptr_t)msg[k].arg.pagefault.address);

@@ -198,7 +198,7 @@ static uint64_t verify_cut(const mmk_snapshot *s, size_t npages, uint64_t want_v
 
 static void test_concurrent(unsigned mode, unsigned extra)
 {
-    const size_t npages = 2048;
+    const size_t npages = (size_t)test_scaled(2048);
     mmk_region *r;
     int rc = mmk_region_create(npages * PAGE, mode | extra, &r);
     if (rc == -ENOTSUP)
