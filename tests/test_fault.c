@@ -336,6 +336,41 @@ static void child_bus_unowned(void *arg)
     _exit(3);
 }
 
+static void child_sent_default(void *arg)
+{
+    (void)arg;
+    CHECK_OK(mmk_fault_install());
+    kill(getpid(), SIGBUS); /* sent, not a fault: re-sent, default action */
+    _exit(3);
+}
+
+static volatile sig_atomic_t resethand_calls;
+static void prev_once(int sig)
+{
+    (void)sig;
+    resethand_calls++;
+    siglongjmp(jb, 1);
+}
+
+/* SA_RESETHAND: the previous handler runs once, then the default applies. */
+static void child_resethand(void *arg)
+{
+    (void)arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = prev_once;
+    sa.sa_flags = SA_RESETHAND | SA_NODEFER;
+    sigaction(SIGSEGV, &sa, NULL);
+    CHECK_OK(mmk_fault_install());
+    if (!sigsetjmp(jb, 1))
+        null_deref();
+    CHECK(resethand_calls == 1);
+    char buf[8];
+    CHECK_EQ(mmk_copy_guarded(buf, NULL, 8), -EFAULT); /* ours still caught */
+    null_deref(); /* now the default: dies */
+    _exit(3);
+}
+
 static void child_dst_fault(void *arg)
 {
     (void)arg;
@@ -477,6 +512,8 @@ int main(void)
     expect_signal(child_null_default, SIGSEGV, "NULL dereference with no handler");
     expect_signal(child_null_ignored, SIGSEGV, "NULL dereference with SIGSEGV ignored");
     expect_signal(child_bus_unowned, SIGBUS, "SIGBUS on a mapping mmkit does not own");
+    expect_signal(child_sent_default, SIGBUS, "a SIGBUS sent with kill, no handler");
+    expect_signal(child_resethand, SIGSEGV, "SA_RESETHAND previous handler, then default");
     expect_signal(child_dst_fault, SIGSEGV, "a fault on the unguarded operand");
     expect_signal(child_off, SIGSEGV, "MMK_FAULT=off");
     test_eio(BUS_MCEERR_AR);
