@@ -82,7 +82,10 @@ static void collect(void)
     size_t kl, vl;
     mmk_map_iter_init(H, M, &it);
     while (mmk_map_iter_next(&it, &k, &kl, &v, &vl) == 1)
-        add(mmk_heap_ref(H, k) - 16, 16 + ((kl + 7) & ~(size_t)7) + vl);
+    {
+        size_t hdr = kl < 128 && vl < (1u << 24) ? 8 : 16; /* short or long entry header */
+        add(mmk_heap_ref(H, k) - hdr, hdr + ((kl + 7) & ~(size_t)7) + vl);
+    }
 }
 
 static void cleanup(void)

@@ -6,7 +6,10 @@
  *   segment    4 KiB = 64 buckets
  *   bucket     64 bytes, one cache line: 7 slots + an overflow node ref
  *   slot       entry ref (low 48 bits) | top 16 bits of the key's hash
- *   entry      hash, klen, vlen, key, padding to 8, value (one allocation)
+ *   entry      one allocation: low 32 bits of the hash, lengths, key,
+ *              padding to 8, value. Short form (key < 128 B, value < 16 MiB):
+ *              an 8-byte header; long form: 16 bytes. A 16-byte key with a
+ *              100-byte value takes 128 bytes, the heap's 128 B size class.
  *
  * Why this shape: a put dirties one random bucket page and the (mostly
  * sequential) page of its new entry; a split rewrites only slots, never
@@ -68,10 +71,18 @@ struct mbucket {
 };
 _Static_assert(sizeof(struct mbucket) == 64, "a bucket is one cache line");
 
-struct ment {
-    uint64_t hash;
-    uint32_t klen, vlen;
-    /* key, padding to 8, value */
+/* Entry header word 1: bit 31 clear: key length in bits 24..30, value
+ * length in bits 0..23; set (and nothing else): u32 klen, u32 vlen follow. */
+#define LONG_FORM 0x80000000u
+#define SHORT_KMAX 127u
+#define SHORT_VMAX 0xffffffu
+
+/* A decoded entry (its header checked in bounds). */
+struct ev {
+    uint8_t *base;
+    uint32_t hlo; /* low 32 bits of the key's hash */
+    uint32_t hdr; /* 8 or 16 */
+    uint64_t klen, vlen;
 };
 
 struct mctx {
@@ -180,32 +191,65 @@ static inline void *mp(const mmk_heap *h, uint64_t ref, uint64_t len)
     return p;
 }
 
-static inline uint64_t ent_size(uint64_t klen, uint64_t vlen)
+static inline uint32_t ent_hdr(uint64_t klen, uint64_t vlen)
 {
-    return sizeof(struct ment) + ((klen + 7) & ~7ull) + vlen;
+    return klen <= SHORT_KMAX && vlen <= SHORT_VMAX ? 8 : 16;
 }
 
-static inline const uint8_t *ent_key(const struct ment *e) { return (const uint8_t *)(e + 1); }
-
-static inline uint8_t *ent_val(struct ment *e)
+static inline uint64_t ent_size(uint64_t klen, uint64_t vlen)
 {
-    return (uint8_t *)(e + 1) + (((uint64_t)e->klen + 7) & ~7ull);
+    return ent_hdr(klen, vlen) + ((klen + 7) & ~7ull) + vlen;
+}
+
+static inline const uint8_t *ent_key(const struct ev *e) { return e->base + e->hdr; }
+
+static inline uint8_t *ent_val(const struct ev *e)
+{
+    return e->base + e->hdr + ((e->klen + 7) & ~7ull);
 }
 
 static inline uint64_t slot_of(uint64_t ref, uint64_t hash) { return ref | (hash >> REF_BITS << REF_BITS); }
 static inline uint64_t slot_ref(uint64_t s) { return s & REF_MASK; }
 static inline bool tag_match(uint64_t s, uint64_t hash) { return (s >> REF_BITS) == (hash >> REF_BITS); }
 
-/* Entry header (hash and lengths) of a slot, checked in bounds. */
-static inline struct ment *ent_head(const struct mctx *c, uint64_t s)
+/* Decode the entry header of a slot, checked in bounds. */
+static inline bool ent_head(const struct mctx *c, uint64_t s, struct ev *e)
 {
-    return mp(c->h, slot_ref(s), sizeof(struct ment));
+    uint32_t *p = mp(c->h, slot_ref(s), 8);
+    if (!p)
+        return false;
+    e->base = (uint8_t *)p;
+    e->hlo = p[0];
+    if (!(p[1] & LONG_FORM)) {
+        e->hdr = 8;
+        e->klen = p[1] >> 24;
+        e->vlen = p[1] & SHORT_VMAX;
+        return true;
+    }
+    if (p[1] != LONG_FORM || !mp(c->h, slot_ref(s), 16))
+        return false;
+    e->hdr = 16;
+    e->klen = p[2];
+    e->vlen = p[3];
+    return true;
 }
 
 /* The whole entry is inside the heap. */
-static inline bool ent_whole(const struct mctx *c, uint64_t s, const struct ment *e)
+static inline bool ent_whole(const struct mctx *c, uint64_t s, const struct ev *e)
 {
-    return mp(c->h, slot_ref(s), ent_size(e->klen, e->vlen)) != NULL;
+    return mp(c->h, slot_ref(s), e->hdr + ((e->klen + 7) & ~7ull) + e->vlen) != NULL;
+}
+
+/* Bit `bit` (a power of two) of the entry's full hash: stored below 2^32,
+ * recomputed from the key above (tables of more than 4 G buckets). 0/1, or
+ * MMK_ECORRUPT. */
+static int ent_hash_bit(const struct mctx *c, uint64_t s, const struct ev *e, uint64_t bit)
+{
+    if (bit <= UINT32_MAX)
+        return (e->hlo & bit) != 0;
+    if (!ent_whole(c, s, e))
+        return MMK_ECORRUPT;
+    return (key_hash(c->m, ent_key(e), e->klen) & bit) != 0;
 }
 
 /* Brent's cycle detection over the nodes of one chain: O(1) memory, finds
@@ -299,7 +343,7 @@ struct pos {
     struct mbucket *head; /* the chain's bucket */
     struct mbucket *node; /* found: the node holding the slot; else the tail node */
     int i;                /* found: the slot; else the first free slot (SLOTS: node full) */
-    struct ment *e;       /* found: the entry */
+    struct ev e;          /* found: the entry */
 };
 
 /* 1 found, 0 absent (pos = where an insert goes), or MMK_ECORRUPT. */
@@ -322,14 +366,14 @@ static int find(const struct mctx *c, uint64_t hash, const void *key, size_t kle
             }
             if (!tag_match(s, hash))
                 continue;
-            struct ment *e = ent_head(c, s);
-            if (!e)
+            struct ev e;
+            if (!ent_head(c, s, &e))
                 return MMK_ECORRUPT;
-            if (e->hash != hash || e->klen != klen)
+            if (e.hlo != (uint32_t)hash || e.klen != klen)
                 continue;
-            if (!ent_whole(c, s, e))
+            if (!ent_whole(c, s, &e))
                 return MMK_ECORRUPT;
-            if (klen && memcmp(ent_key(e), key, klen))
+            if (klen && memcmp(ent_key(&e), key, klen))
                 continue;
             ps->node = b;
             ps->i = i;
@@ -373,9 +417,9 @@ int mmk_map_get(mmk_heap *h, mmk_ref map, const void *key, size_t klen, const vo
     if (!rc)
         return -ENOENT;
     if (val)
-        *val = ent_val(ps.e);
+        *val = ent_val(&ps.e);
     if (vlen)
-        *vlen = ps.e->vlen;
+        *vlen = ps.e.vlen;
     return 0;
 }
 
@@ -520,10 +564,13 @@ static int split_one(struct mctx *c)
     walk_init(&w, src);
     for (struct mbucket *b = src; b;) {
         for (int i = 0; i < SLOTS && b->slot[i]; i++) {
-            struct ment *e = ent_head(c, b->slot[i]);
-            if (!e)
+            struct ev e;
+            if (!ent_head(c, b->slot[i], &e))
                 return MMK_ECORRUPT;
-            movers += (e->hash & m->n) != 0;
+            int bit = ent_hash_bit(c, b->slot[i], &e, m->n);
+            if (bit < 0)
+                return bit;
+            movers += (uint64_t)bit;
         }
         if (!b->slot[SLOTS - 1])
             break;
@@ -559,8 +606,9 @@ static int split_one(struct mctx *c)
     for (struct mbucket *b = src; b;) {
         for (int i = 0; i < SLOTS && b->slot[i]; i++) {
             uint64_t s = b->slot[i];
-            struct ment *e = ent_head(c, s);
-            if (e->hash & m->n) {
+            struct ev e;
+            ent_head(c, s, &e); /* checked in pass 1 */
+            if (ent_hash_bit(c, s, &e, m->n) > 0) {
                 if (di == SLOTS) {
                     dn = mp(c->h, dn->over, sizeof *dn);
                     di = 0;
@@ -619,18 +667,24 @@ static int alloc_entry(const struct mctx *c, uint64_t hash, const void *key, siz
     int rc = mmk_heap_alloc(c->h, (size_t)sz, &r);
     if (rc)
         return rc;
-    struct ment *e = mp(c->h, r, sz);
-    if (!e || r > REF_MASK) {
+    uint32_t *p = mp(c->h, r, sz);
+    if (!p || r > REF_MASK) {
         mmk_heap_free(c->h, r);
         return r > REF_MASK ? -EFBIG : MMK_ECORRUPT;
     }
-    e->hash = hash;
-    e->klen = (uint32_t)klen;
-    e->vlen = (uint32_t)vlen;
+    struct ev e = {(uint8_t *)p, (uint32_t)hash, ent_hdr(klen, vlen), klen, vlen};
+    p[0] = (uint32_t)hash;
+    if (e.hdr == 8) {
+        p[1] = (uint32_t)klen << 24 | (uint32_t)vlen;
+    } else {
+        p[1] = LONG_FORM;
+        p[2] = (uint32_t)klen;
+        p[3] = (uint32_t)vlen;
+    }
     if (klen)
-        memcpy((uint8_t *)(e + 1), key, klen);
+        memcpy(e.base + e.hdr, key, klen);
     if (vlen)
-        memcpy(ent_val(e), val, vlen);
+        memcpy(ent_val(&e), val, vlen);
     *out = r;
     return 0;
 }
@@ -796,8 +850,8 @@ int mmk_map_iter_next(mmk_map_iter *it, const void **key, size_t *klen, const vo
             return MMK_ECORRUPT;
         if (it->slot < SLOTS && b->slot[it->slot]) {
             uint64_t s = b->slot[it->slot];
-            struct ment *e = ent_head(&c, s);
-            if (!e || !ent_whole(&c, s, e) || it->seen >= c.m->count)
+            struct ev e;
+            if (!ent_head(&c, s, &e) || !ent_whole(&c, s, &e) || it->seen >= c.m->count)
                 return MMK_ECORRUPT;
             it->last_bucket = it->bucket;
             it->last_node = it->node;
@@ -806,13 +860,13 @@ int mmk_map_iter_next(mmk_map_iter *it, const void **key, size_t *klen, const vo
             it->slot++;
             it->seen++;
             if (key)
-                *key = ent_key(e);
+                *key = ent_key(&e);
             if (klen)
-                *klen = e->klen;
+                *klen = e.klen;
             if (val)
-                *val = ent_val(e);
+                *val = ent_val(&e);
             if (vlen)
-                *vlen = e->vlen;
+                *vlen = e.vlen;
             return 1;
         }
         if (it->slot == SLOTS && b->over) {
@@ -926,20 +980,24 @@ static int scan(mmk_heap *h, mmk_ref map, struct mmk_map_stats *st, char *msg, s
             int i = 0;
             for (; i < SLOTS && nd->slot[i]; i++) {
                 uint64_t s = nd->slot[i];
-                struct ment *e = ent_head(&c, s);
-                if (!e || !ent_whole(&c, s, e))
+                struct ev e;
+                if (!ent_head(&c, s, &e) || !ent_whole(&c, s, &e))
                     FAIL("bucket %llu: entry ref %llu (or its length) outside the heap",
                          (unsigned long long)b, (unsigned long long)slot_ref(s));
-                if (key_hash(m, ent_key(e), e->klen) != e->hash)
+                uint64_t hash = key_hash(m, ent_key(&e), e.klen);
+                if ((uint32_t)hash != e.hlo)
                     FAIL("bucket %llu: entry %llu: stored hash does not match its key",
                          (unsigned long long)b, (unsigned long long)slot_ref(s));
-                if (!tag_match(s, e->hash) || bucket_of(m, e->hash) != b)
+                if (e.hdr != ent_hdr(e.klen, e.vlen))
+                    FAIL("bucket %llu: entry %llu: long header for short lengths",
+                         (unsigned long long)b, (unsigned long long)slot_ref(s));
+                if (!tag_match(s, hash) || bucket_of(m, hash) != b)
                     FAIL("bucket %llu: entry %llu is in the wrong bucket or slot tag",
                          (unsigned long long)b, (unsigned long long)slot_ref(s));
                 if (++st->count > m->count)
                     FAIL("more entries than the count (%llu)", (unsigned long long)m->count);
-                st->key_bytes += e->klen;
-                st->value_bytes += e->vlen;
+                st->key_bytes += e.klen;
+                st->value_bytes += e.vlen;
                 inchain++;
             }
             for (int k = i; k < SLOTS; k++)
@@ -975,15 +1033,17 @@ static int scan(mmk_heap *h, mmk_ref map, struct mmk_map_stats *st, char *msg, s
                 if (x && x % SLOTS == 0)
                     n1 = mp(h, n1->over, sizeof *n1);
                 uint64_t s1 = n1->slot[x % SLOTS];
-                struct ment *e1 = ent_head(&c, s1);
+                struct ev e1;
+                ent_head(&c, s1, &e1);
                 struct mbucket *n2 = n1;
                 for (uint64_t y = x + 1; y < inchain; y++) {
                     if (y % SLOTS == 0)
                         n2 = mp(h, n2->over, sizeof *n2);
                     uint64_t s2 = n2->slot[y % SLOTS];
-                    struct ment *e2 = ent_head(&c, s2);
-                    if (s1 == s2 || (e1->hash == e2->hash && e1->klen == e2->klen &&
-                                     !memcmp(ent_key(e1), ent_key(e2), e1->klen)))
+                    struct ev e2;
+                    ent_head(&c, s2, &e2);
+                    if (s1 == s2 || (e1.hlo == e2.hlo && e1.klen == e2.klen &&
+                                     !memcmp(ent_key(&e1), ent_key(&e2), e1.klen)))
                         FAIL("bucket %llu: key stored twice", (unsigned long long)b);
                 }
             }

@@ -452,7 +452,7 @@ static void test_damage(void)
         case 2: b[0] = (b[0] & ~mask) | ((b[0] & mask) + 3); break; /* misaligned */
         case 3: { /* entry length beyond the heap */
             uint32_t *e = mmk_heap_ptr(h, b[0] & mask);
-            e[3] = 0xfffffff0u;
+            e[1] |= 0x00fffff0u; /* short form: value length in the low 24 bits */
             break;
         }
         case 4: { /* a loop: the bucket's overflow points to itself */
@@ -464,7 +464,7 @@ static void test_damage(void)
         }
         case 5: b[1] = b[0]; break;                 /* same entry twice */
         case 6: { /* stored hash changed */
-            uint64_t *e = mmk_heap_ptr(h, b[0] & mask);
+            uint32_t *e = mmk_heap_ptr(h, b[0] & mask);
             e[0] ^= 1;
             break;
         }

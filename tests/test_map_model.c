@@ -163,14 +163,14 @@ int main(int argc, char **argv)
             cur[id].ver = 0;
         } else if (what < 900) { /* more gets */
             expect(h, m, id, cur);
-        } else if (what < 960) { /* commit */
+        } else if (what < 925) { /* commit */
             if (in_txn) {
                 CHECK_OK(mmk_heap_commit(h));
                 memcpy(com, cur, nkeys * sizeof *cur);
                 in_txn = 0;
                 commits++;
             }
-        } else if (what < 980) { /* abort */
+        } else if (what < 933) { /* abort */
             if (in_txn) {
                 CHECK_OK(mmk_heap_abort(h));
                 memcpy(cur, com, nkeys * sizeof *cur);
@@ -178,7 +178,7 @@ int main(int argc, char **argv)
                 aborts++;
                 expect(h, m, id, cur);
             }
-        } else if (what < 995) { /* a read view */
+        } else if (what < 948) { /* a read view */
             if (!in_txn) {
                 CHECK_OK(mmk_heap_read_begin(h));
                 for (int j = 0; j < 20; j++)
@@ -186,7 +186,7 @@ int main(int argc, char **argv)
                 mmk_heap_read_end(h);
                 views++;
             }
-        } else if (what < 998 || op + 1 == ops) { /* reopen, with a full comparison */
+        } else if (what < 950 || op + 1 == ops) { /* reopen, with a full comparison */
             if (in_txn) {
                 if (r & 0x10000) {
                     CHECK_OK(mmk_heap_commit(h));
@@ -208,6 +208,14 @@ int main(int argc, char **argv)
             verify_all(h, m, com);
             mmk_heap_read_end(h);
             reopens++;
+        } else { /* count, inside the transaction or outside */
+            uint64_t n = 0;
+            for (uint32_t i = 0; i < nkeys; i++)
+                n += cur[i].ver != 0;
+            if (what < 952)
+                CHECK_EQ(mmk_map_count(h, m), n);
+            else
+                expect(h, m, id, cur);
         }
     }
     if (in_txn)
