@@ -293,53 +293,68 @@ static int protect(mmk_region *r, size_t first, size_t n)
     return mmk_protect((void *)a, n * r->page, MMK_PROT_READ);
 }
 
-/* Protect every page un-protected since the last take (all, the first
- * time). Each call costs a TLB shootdown (about 15 us here), each page in it
- * tens of ns: many scattered runs go in one call over their span. */
-#define MAX_RUNS 16
-static int protect_dirty(mmk_region *r)
+/* Call fn(r, b, e) for each run [b, e) of dirty pages; stops on an error. */
+static int dirty_runs(mmk_region *r, int (*fn)(mmk_region *, size_t, size_t, void *), void *ctx)
 {
-    size_t first = 0, n = r->npages;
-    if (r->protected_once) {
-        size_t run_b[MAX_RUNS], run_e[MAX_RUNS], runs = 0, lo = SIZE_MAX, hi = 0;
-        for (size_t i = 0; i < r->npages;) {
-            if (!(i % 64) && !atomic_load_explicit(&r->dirty[i / 64], memory_order_relaxed)) {
-                i += 64;
-                continue;
-            }
-            if (!bit_get(r->dirty, i)) {
-                i++;
-                continue;
-            }
-            size_t j = i;
-            while (j < r->npages && bit_get(r->dirty, j))
-                j++;
-            if (runs < MAX_RUNS) {
-                run_b[runs] = i;
-                run_e[runs] = j;
-            }
-            runs++;
-            lo = lo < i ? lo : i;
-            hi = j;
-            i = j;
+    for (size_t i = 0; i < r->npages;) {
+        if (!(i % 64) && !atomic_load_explicit(&r->dirty[i / 64], memory_order_relaxed)) {
+            i += 64;
+            continue;
         }
-        if (runs <= MAX_RUNS) {
-            for (size_t k = 0; k < runs; k++) {
-                int rc = protect(r, run_b[k], run_e[k] - run_b[k]);
-                if (rc)
-                    return rc;
-            }
-            n = 0;
-        } else {
-            first = lo;
-            n = hi - lo;
+        if (!bit_get(r->dirty, i)) {
+            i++;
+            continue;
         }
-    }
-    if (n) {
-        int rc = protect(r, first, n);
+        size_t j = i;
+        while (j < r->npages && bit_get(r->dirty, j))
+            j++;
+        int rc = fn(r, i, j, ctx);
         if (rc)
             return rc;
+        i = j;
     }
+    return 0;
+}
+
+struct span {
+    size_t runs, lo, hi;
+};
+
+static int count_run(mmk_region *r, size_t b, size_t e, void *ctx)
+{
+    (void)r;
+    struct span *sp = ctx;
+    if (!sp->runs++)
+        sp->lo = b;
+    sp->hi = e;
+    return 0;
+}
+
+static int protect_run(mmk_region *r, size_t b, size_t e, void *ctx)
+{
+    (void)ctx;
+    return protect(r, b, e - b);
+}
+
+/* Protect every page un-protected since the last take (all, the first
+ * time). A call costs about 2 us (a TLB shootdown), each page table entry
+ * walked about 25 ns: one call per run of written pages, unless the runs are
+ * so many that one call over their whole span is cheaper. */
+static int protect_dirty(mmk_region *r)
+{
+    int rc;
+    if (!r->protected_once) {
+        rc = protect(r, 0, r->npages);
+    } else {
+        struct span sp = {0, 0, 0};
+        dirty_runs(r, count_run, &sp);
+        if (sp.runs * 2000 > (sp.hi - sp.lo) * 25)
+            rc = protect(r, sp.lo, sp.hi - sp.lo);
+        else
+            rc = dirty_runs(r, protect_run, NULL);
+    }
+    if (rc)
+        return rc;
     r->protected_once = 1;
     for (size_t w = 0; w < r->words; w++)
         atomic_store_explicit(&r->dirty[w], 0, memory_order_relaxed);
