@@ -12,11 +12,15 @@
  * one page aside (before the write proceeds) into every live snapshot that
  * has not saved it yet; the snapshot then reads as the region was when it
  * was taken. Two mechanisms, chosen at creation:
- *   - userfaultfd write-protection (Linux 5.7+; opened with
- *     UFFD_USER_MODE_ONLY so no privilege is needed): a handler thread takes
- *     each write fault, copies the page, un-protects it;
+ *   - userfaultfd write-protection (Linux 6.4+ for UFFD_FEATURE_WP_UNPOPULATED;
+ *     opened with UFFD_USER_MODE_ONLY so no privilege is needed): a handler
+ *     thread takes each write fault, copies the page, un-protects it;
  *   - mprotect + the fault layer's claims (any POSIX system): the SIGSEGV of
  *     the write is handled in the faulting thread itself.
+ * Both handle faults of user-mode instructions only: a system call that
+ * writes into a protected page of the region (read(2) into it, say) fails
+ * with EFAULT. Do not write the region from a signal handler that may
+ * interrupt mmk_snapshot_take.
  * Not a snapshot: a MAP_PRIVATE mapping of a memory file. Its pages not yet
  * written through it keep showing later writes made through a shared map.
  */
