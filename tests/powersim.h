@@ -67,10 +67,18 @@ struct ps_plan {
     int lose_dir;   /* a file whose directory entry is not durable may vanish */
 };
 
+/* An image is the durable bytes (ps_file.disk, cut at `cut`: bytes from
+ * there on read as zero) with some pages replaced: the pages the surviving
+ * pending writes touched. Pages are 4 KiB. */
 struct ps_image {
-    unsigned char *buf[PS_NFILE];
-    uint64_t size[PS_NFILE], cap[PS_NFILE];
+    uint64_t size[PS_NFILE], cut[PS_NFILE];
     int exists[PS_NFILE];
+    int32_t *idx[PS_NFILE];        /* page -> slot in pool, -1 none */
+    uint64_t idx_n[PS_NFILE];
+    uint64_t *list[PS_NFILE];      /* pages with a slot */
+    size_t nlist[PS_NFILE], caplist[PS_NFILE];
+    unsigned char *pool[PS_NFILE];
+    uint64_t pool_cap[PS_NFILE];   /* bytes */
 };
 
 /* Injected faults, consumed by the hooks. A countdown of 1 fails the next
@@ -100,20 +108,23 @@ struct ps {
     struct ps_faults fault;
     /* counters */
     uint64_t nwrites, nsyncs, nfailed_syncs, ndirsyncs;
+    uint64_t syncs_ok[PS_NFILE];
+    /* the last injected fault: file, and successful log syncs before it */
+    int hit, hit_file;
+    uint64_t hit_log_syncs;
     uint64_t *touched;   /* bitmap of heap-file pages written since ps_take_touched */
     uint64_t touched_bits;
 };
 
 static struct ps PS;
 
-/* The image files last written (ps_write_image): their bytes as written, and
- * the pages the heap wrote since (a recovery), so the next image rewrites
- * only the pages that differ. */
+/* The image files last written (ps_write_image). `stale` marks the pages
+ * that may differ from the durable bytes of the recorded file: pages the
+ * last image replaced, pages a recovery wrote, pages a sync changed in the
+ * model. The next image rewrites only those and its own replaced pages. */
 struct ps_target {
     char base[PATH_MAX];
     char path[PS_NFILE][PATH_MAX + 8];
-    unsigned char *shadow[PS_NFILE];
-    uint64_t size[PS_NFILE], cap[PS_NFILE];
     int exists[PS_NFILE];
     uint64_t *stale[PS_NFILE];
     uint64_t stale_bits[PS_NFILE];
@@ -265,6 +276,7 @@ static inline void ps_sync_done(int i)
     struct ps_file *f = &PS.f[i];
     for (size_t k = 0; k < f->nops; k++) {
         const struct ps_op *o = &f->ops[k];
+        ps_mark_stale(i, o->kind == PS_TRUNC ? o->len : o->off, o->kind == PS_TRUNC ? 1 : o->len);
         ps_apply(&f->disk, &f->disk_size, &f->disk_cap, o, o->off, o->off + o->len);
     }
     ps_drop_ops(f);
@@ -282,6 +294,7 @@ static inline void ps_sync_failed(int i)
                 ps_apply(&f->disk, &f->disk_size, &f->disk_cap, o, 0, 0);
             continue;
         }
+        ps_mark_stale(i, o->off, o->len);
         for (uint64_t lo = o->off; lo < o->off + o->len;) {
             uint64_t hi = (lo / 512 + 1) * 512;
             if (hi > o->off + o->len)
@@ -296,11 +309,14 @@ static inline void ps_sync_failed(int i)
     ps_drop_ops(f);
 }
 
-static inline int ps_fault_hit(long *countdown)
+static inline int ps_fault_hit(long *countdown, int file)
 {
-    if (*countdown <= 0)
+    if (*countdown <= 0 || --*countdown)
         return 0;
-    return --*countdown == 0;
+    PS.hit++;
+    PS.hit_file = file;
+    PS.hit_log_syncs = PS.syncs_ok[PS_LOG];
+    return 1;
 }
 
 static inline int ps_counts(int i)
@@ -315,14 +331,14 @@ static inline ssize_t ps_pwrite(int fd, const void *buf, size_t n, uint64_t off)
     int i = ps_file_of_w(fd, off, n);
     if (i < 0)
         return mmk__heap_io_default.pwrite(fd, buf, n, off);
-    if (ps_counts(i) && ps_fault_hit(&PS.fault.write_in)) {
+    if (ps_counts(i) && ps_fault_hit(&PS.fault.write_in, i)) {
         /* as the default loop reports it: part written, then the error */
         size_t part = n / 2 & ~(size_t)4095;
         if (part && mmk__heap_io_default.pwrite(fd, buf, part, off) == (ssize_t)part)
             ps_record(i, PS_WRITE, off, buf, part);
         return PS.fault.write_err;
     }
-    if (ps_counts(i) && n > 1 && ps_fault_hit(&PS.fault.short_in))
+    if (ps_counts(i) && n > 1 && ps_fault_hit(&PS.fault.short_in, i))
         n /= 2;
     ssize_t r = mmk__heap_io_default.pwrite(fd, buf, n, off);
     if (r > 0) {
@@ -342,7 +358,7 @@ static inline ssize_t ps_pwritev(int fd, const struct iovec *iov, int cnt, uint6
     int i = ps_file_of_w(fd, off, all);
     if (i < 0)
         return mmk__heap_io_default.pwritev(fd, iov, cnt, off);
-    if (ps_counts(i) && ps_fault_hit(&PS.fault.write_in)) {
+    if (ps_counts(i) && ps_fault_hit(&PS.fault.write_in, i)) {
         size_t part = iov[0].iov_len / 2 & ~(size_t)4095;
         if (part && mmk__heap_io_default.pwrite(fd, iov[0].iov_base, part, off) == (ssize_t)part)
             ps_record(i, PS_WRITE, off, iov[0].iov_base, part);
@@ -357,7 +373,7 @@ static inline ssize_t ps_pwritev(int fd, const struct iovec *iov, int cnt, uint6
         memcpy(flat + at, iov[k].iov_base, iov[k].iov_len);
         at += iov[k].iov_len;
     }
-    if (ps_counts(i) && total > 1 && ps_fault_hit(&PS.fault.short_in))
+    if (ps_counts(i) && total > 1 && ps_fault_hit(&PS.fault.short_in, i))
         total /= 2;
     ssize_t r = mmk__heap_io_default.pwrite(fd, flat, total, off);
     if (r > 0) {
@@ -373,11 +389,12 @@ static inline ssize_t ps_pwritev(int fd, const struct iovec *iov, int cnt, uint6
 static inline ssize_t ps_pread(int fd, void *buf, size_t n, uint64_t off)
 {
     if (PS.fault.read_in > 0 || PS.fault.read_every) {
-        int i = ps_file_of(fd);
+        /* read faults hit the recorded files and the image files alike */
+        int k = ps_fd_kind(fd), i = k >= PS_NFILE ? k - PS_NFILE : k;
         if (ps_counts(i)) {
             if (PS.fault.read_every && PS.fault.read_in <= 0)
                 return -EIO;
-            if (ps_fault_hit(&PS.fault.read_in))
+            if (ps_fault_hit(&PS.fault.read_in, i))
                 return -EIO;
         }
     }
@@ -392,12 +409,13 @@ static inline int ps_fdatasync(int fd)
     PS.nsyncs++;
     if (PS.at_sync)
         PS.at_sync(i);
-    if (ps_counts(i) && ps_fault_hit(&PS.fault.sync_in)) {
+    if (ps_counts(i) && ps_fault_hit(&PS.fault.sync_in, i)) {
         PS.nfailed_syncs++;
         ps_sync_failed(i);
         return -EIO;
     }
     ps_sync_done(i);
+    PS.syncs_ok[i]++;
     return 0;
 }
 
@@ -477,6 +495,7 @@ static inline void ps_init(const char *path, uint64_t seed)
         CHECK(pread(fd, f->disk, f->disk_size, 0) == (ssize_t)f->disk_size);
         close(fd);
     }
+    PT.base[0] = 0; /* the next image starts from fresh files */
     ps_set_boot(1);
     mmk__heap_io_set_hooks(&ps_hooks);
     PS.recording = 1;
@@ -509,20 +528,94 @@ static inline int ps_chance(double p)
     return (double)(test_rand(&PS.rng) >> 11) * (1.0 / 9007199254740992.0) < p;
 }
 
+/* Page pg of file i as the image holds it without replacement. */
+static inline void ps_base_page(const struct ps_image *img, int i, uint64_t pg, unsigned char *out)
+{
+    const struct ps_file *f = &PS.f[i];
+    uint64_t lo = pg << 12, end = f->disk_size < img->cut[i] ? f->disk_size : img->cut[i];
+    uint64_t n = lo < end ? (end - lo < 4096 ? end - lo : 4096) : 0;
+    if (n)
+        memcpy(out, f->disk + lo, n);
+    memset(out + n, 0, 4096 - n);
+}
+
+static inline void ps_img_reset(struct ps_image *img, int i)
+{
+    for (size_t k = 0; k < img->nlist[i]; k++)
+        img->idx[i][img->list[i][k]] = -1;
+    img->nlist[i] = 0;
+}
+
+/* The replaced page pg of file i, made from the base page on first use. */
+static inline unsigned char *ps_img_page(struct ps_image *img, int i, uint64_t pg)
+{
+    if (pg >= img->idx_n[i]) {
+        uint64_t n = (pg + 1) * 2 + 1024;
+        img->idx[i] = ps_xrealloc(img->idx[i], n * sizeof(int32_t));
+        for (uint64_t k = img->idx_n[i]; k < n; k++)
+            img->idx[i][k] = -1;
+        img->idx_n[i] = n;
+    }
+    if (img->idx[i][pg] >= 0)
+        return img->pool[i] + ((uint64_t)img->idx[i][pg] << 12);
+    size_t slot = img->nlist[i];
+    if (slot == img->caplist[i]) {
+        img->caplist[i] = img->caplist[i] ? img->caplist[i] * 2 : 256;
+        img->list[i] = ps_xrealloc(img->list[i], img->caplist[i] * sizeof(uint64_t));
+    }
+    if (((uint64_t)slot + 1) << 12 > img->pool_cap[i]) {
+        img->pool_cap[i] = img->pool_cap[i] ? img->pool_cap[i] * 2 : (1 << 20);
+        img->pool[i] = ps_xrealloc(img->pool[i], img->pool_cap[i]);
+    }
+    img->list[i][slot] = pg;
+    img->nlist[i]++;
+    img->idx[i][pg] = (int32_t)slot;
+    unsigned char *p = img->pool[i] + ((uint64_t)slot << 12);
+    ps_base_page(img, i, pg, p);
+    return p;
+}
+
+/* Bytes [lo, hi) of op o reach the image. */
+static inline void ps_img_apply(struct ps_image *img, int i, const struct ps_op *o, uint64_t lo,
+                                uint64_t hi)
+{
+    if (o->kind == PS_TRUNC) {
+        if (o->len < img->size[i]) { /* shrink: what lies beyond reads as zero */
+            for (size_t k = 0; k < img->nlist[i]; k++) {
+                uint64_t pg = img->list[i][k], plo = pg << 12;
+                unsigned char *p = img->pool[i] + ((uint64_t)img->idx[i][pg] << 12);
+                if (plo >= o->len)
+                    memset(p, 0, 4096);
+                else if (plo + 4096 > o->len)
+                    memset(p + (o->len - plo), 0, 4096 - (o->len - plo));
+            }
+            if (o->len < img->cut[i])
+                img->cut[i] = o->len;
+        }
+        img->size[i] = o->len;
+        return;
+    }
+    for (uint64_t a = lo; a < hi;) {
+        uint64_t pg = a >> 12, e = ((pg + 1) << 12) < hi ? (pg + 1) << 12 : hi;
+        memcpy(ps_img_page(img, i, pg) + (a & 4095), o->data + (a - o->off), e - a);
+        a = e;
+    }
+    if (hi > img->size[i])
+        img->size[i] = hi;
+}
+
 /* The disk after a power cut, per plan. */
 static inline void ps_build(struct ps_image *img, const struct ps_plan *pl)
 {
     for (int i = 0; i < PS_NFILE; i++) {
         struct ps_file *f = &PS.f[i];
+        ps_img_reset(img, i);
+        img->size[i] = img->cut[i] = f->disk_size;
         img->exists[i] = f->dir_durable || !pl->lose_dir || ps_chance(0.5);
-        if (!f->dir_durable && pl->lose_dir && !img->exists[i]) {
+        if (!img->exists[i]) {
             img->size[i] = 0;
             continue;
         }
-        img->exists[i] = 1;
-        ps_reserve(&img->buf[i], &img->cap[i], f->disk_size);
-        memcpy(img->buf[i], f->disk, f->disk_size);
-        img->size[i] = f->disk_size;
         for (size_t k = 0; k < f->nops; k++) {
             const struct ps_op *o = &f->ops[k];
             int keep = pl->mode == PS_ALL || (pl->mode == PS_SUBSET && ps_chance(pl->p)) ||
@@ -530,7 +623,7 @@ static inline void ps_build(struct ps_image *img, const struct ps_plan *pl)
             if (!keep)
                 continue;
             if (o->kind == PS_TRUNC || !pl->tear) {
-                ps_apply(&img->buf[i], &img->size[i], &img->cap[i], o, o->off, o->off + o->len);
+                ps_img_apply(img, i, o, o->off, o->off + o->len);
                 continue;
             }
             for (uint64_t lo = o->off; lo < o->off + o->len;) {
@@ -538,34 +631,45 @@ static inline void ps_build(struct ps_image *img, const struct ps_plan *pl)
                 if (hi > o->off + o->len)
                     hi = o->off + o->len;
                 if (ps_chance(pl->q))
-                    ps_apply(&img->buf[i], &img->size[i], &img->cap[i], o, lo, hi);
+                    ps_img_apply(img, i, o, lo, hi);
                 lo = hi;
             }
         }
     }
 }
 
-/* The page cache's view: the real files as they are now (a process crash). */
+/* The page cache's view: the real files as they are now (a process crash;
+ * differs from plan PS_ALL only after a failed sync). */
 static inline void ps_build_real(struct ps_image *img)
 {
     for (int i = 0; i < PS_NFILE; i++) {
+        ps_img_reset(img, i);
         int fd = open(PS.f[i].path, O_RDONLY | O_CLOEXEC);
         img->exists[i] = fd >= 0;
-        img->size[i] = 0;
+        img->size[i] = img->cut[i] = 0;
         if (fd < 0)
             continue;
         struct stat st;
         CHECK(fstat(fd, &st) == 0);
-        ps_reserve(&img->buf[i], &img->cap[i], (uint64_t)st.st_size);
-        CHECK(pread(fd, img->buf[i], (size_t)st.st_size, 0) == st.st_size);
         img->size[i] = (uint64_t)st.st_size;
+        for (uint64_t pg = 0; pg << 12 < img->size[i]; pg++) {
+            unsigned char *p = ps_img_page(img, i, pg);
+            ssize_t n = pread(fd, p, 4096, (off_t)(pg << 12));
+            CHECK(n >= 0);
+            memset(p + n, 0, 4096 - (size_t)n);
+        }
         close(fd);
     }
 }
 
+static inline int ps_is_stale(int i, uint64_t pg)
+{
+    return pg < PT.stale_bits[i] && (PT.stale[i][pg / 64] >> (pg % 64) & 1);
+}
+
 /* Write an image as the files `path` and `path-log`, rewriting only the
- * pages that differ from what the files hold. */
-static inline void ps_write_image(const struct ps_image *img, const char *path)
+ * pages that may differ from what the files hold. */
+static inline void ps_write_image(struct ps_image *img, const char *path)
 {
     if (strcmp(PT.base, path)) {
         snprintf(PT.base, sizeof PT.base, "%s", path);
@@ -575,6 +679,7 @@ static inline void ps_write_image(const struct ps_image *img, const char *path)
         }
     }
     static const unsigned char zero[4096];
+    unsigned char page[4096];
     for (int i = 0; i < PS_NFILE; i++) {
         if (!img->exists[i]) {
             unlink(PT.path[i]);
@@ -587,44 +692,89 @@ static inline void ps_write_image(const struct ps_image *img, const char *path)
         if (fd < 0) {
             unlink(PT.path[i]);
             fd = open(PT.path[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-            PT.size[i] = 0;
         }
         CHECK(fd >= 0);
         struct stat st;
         CHECK(fstat(fd, &st) == 0);
-        uint64_t actual = (uint64_t)st.st_size, ns = img->size[i], os = PT.size[i];
+        uint64_t actual = (uint64_t)st.st_size, ns = img->size[i];
         if (actual != ns)
             CHECK(ftruncate(fd, (off_t)ns) == 0);
-        for (uint64_t lo = 0; lo < ns; lo += 4096) {
-            uint64_t pg = lo >> 12, len = ns - lo < 4096 ? ns - lo : 4096;
-            const unsigned char *want = img->buf[i] + lo;
-            int stale = pg < PT.stale_bits[i] && (PT.stale[i][pg / 64] >> (pg % 64) & 1);
-            int known = !stale && lo + 4096 <= os && lo + 4096 <= actual;
-            if (known && !memcmp(PT.shadow[i] + lo, want, len))
+        uint64_t npg = (ns + 4095) >> 12;
+        uint64_t dlim = PS.f[i].disk_size < ns ? PS.f[i].disk_size : ns;
+        for (uint64_t pg = 0; pg < npg; pg++) {
+            int replaced = pg < img->idx_n[i] && img->idx[i][pg] >= 0;
+            int fresh = (pg << 12) + 4096 > actual; /* beyond the old end: zeros now */
+            int cutoff = (pg << 12) + 4096 > img->cut[i] && (pg << 12) < dlim;
+            if (!replaced && !fresh && !cutoff && !ps_is_stale(i, pg))
                 continue;
-            if (!known && lo >= actual && !memcmp(want, zero, len))
-                continue; /* a hole our ftruncate made */
-            CHECK(pwrite(fd, want, len, (off_t)lo) == (ssize_t)len);
+            const unsigned char *want = page;
+            if (replaced)
+                want = img->pool[i] + ((uint64_t)img->idx[i][pg] << 12);
+            else
+                ps_base_page(img, i, pg, page);
+            uint64_t len = ns - (pg << 12) < 4096 ? ns - (pg << 12) : 4096;
+            if (fresh && (pg << 12) >= actual && !memcmp(want, zero, len))
+                continue;
+            CHECK(pwrite(fd, want, len, (off_t)(pg << 12)) == (ssize_t)len);
         }
         close(fd);
-        ps_reserve(&PT.shadow[i], &PT.cap[i], ns);
-        memcpy(PT.shadow[i], img->buf[i], ns);
-        PT.size[i] = ns;
         PT.exists[i] = 1;
         if (PT.stale[i])
             memset(PT.stale[i], 0, PT.stale_bits[i] / 8 + 8);
+        /* what this image wrote that the durable bytes do not hold */
+        for (size_t k = 0; k < img->nlist[i]; k++)
+            ps_mark_stale(i, img->list[i][k] << 12, 4096);
+        if (img->cut[i] < dlim)
+            ps_mark_stale(i, img->cut[i], dlim - img->cut[i]);
     }
+}
+
+/* Self-test of the recorder: with every pending op applied, the model must
+ * equal the real files (true while no sync failed). 0 or the first
+ * differing page + 1 (file in *which). */
+static inline uint64_t ps_selfcheck(struct ps_image *img, int *which)
+{
+    struct ps_plan all = {.mode = PS_ALL};
+    ps_build(img, &all);
+    unsigned char want[4096], got[4096];
+    for (int i = 0; i < PS_NFILE; i++) {
+        *which = i;
+        int fd = open(PS.f[i].path, O_RDONLY | O_CLOEXEC);
+        CHECK(fd >= 0);
+        struct stat st;
+        CHECK(fstat(fd, &st) == 0);
+        if ((uint64_t)st.st_size != img->size[i]) {
+            close(fd);
+            return 1;
+        }
+        for (uint64_t pg = 0; pg << 12 < img->size[i]; pg++) {
+            const unsigned char *w = want;
+            if (pg < img->idx_n[i] && img->idx[i][pg] >= 0)
+                w = img->pool[i] + ((uint64_t)img->idx[i][pg] << 12);
+            else
+                ps_base_page(img, i, pg, want);
+            ssize_t n = pread(fd, got, 4096, (off_t)(pg << 12));
+            CHECK(n >= 0);
+            if (memcmp(w, got, (size_t)n)) {
+                close(fd);
+                return pg + 1;
+            }
+        }
+        close(fd);
+    }
+    return 0;
 }
 
 static inline void ps_image_free(struct ps_image *img)
 {
-    for (int i = 0; i < PS_NFILE; i++)
-        free(img->buf[i]);
+    for (int i = 0; i < PS_NFILE; i++) {
+        free(img->idx[i]);
+        free(img->list[i]);
+        free(img->pool[i]);
+    }
     memset(img, 0, sizeof *img);
 }
 
-/* Heap-file pages written since the last call: calls fn(page) for each and
- * clears the set. */
 static inline void ps_take_touched(void (*fn)(uint64_t pg, void *arg), void *arg)
 {
     for (uint64_t w = 0; w < PS.touched_bits / 64; w++) {
