@@ -124,6 +124,22 @@ static void test_semantics(unsigned mode, unsigned extra)
            mode_name(mode), extra ? " small pages" : "", (t1 - t0) * 1e3, (t2 - t1b) * 1e3,
            (rss0 - rss1) >> 10);
 
+    /* Documented pitfall: a system call writing into a protected page fails
+     * with EFAULT (only user-mode faults are handled); after one user write
+     * the page is writable and the call works. */
+    mmk_snapshot *s2;
+    CHECK_OK(mmk_snapshot_take(r, &s2));
+    int pfd[2];
+    CHECK(pipe(pfd) == 0);
+    CHECK(write(pfd[1], "xy", 2) == 2);
+    errno = 0;
+    CHECK(read(pfd[0], b + 5 * PAGE, 1) == -1 && errno == EFAULT);
+    b[5 * PAGE] = 0;
+    CHECK(read(pfd[0], b + 5 * PAGE, 1) == 1);
+    close(pfd[0]);
+    close(pfd[1]);
+    mmk_snapshot_release(s2);
+
     /* The limit, then everything released with the region. */
     mmk_snapshot *many[MMK_SNAPSHOT_MAX], *x;
     for (int i = 0; i < MMK_SNAPSHOT_MAX; i++)
