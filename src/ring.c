@@ -30,6 +30,7 @@
 #define RING_ENDIAN  0x01020304u
 #define LINE         128 /* two cache lines: the adjacent-line prefetcher pairs them */
 #define SLICE_NS     100000000ll /* bounded sleeps: a dead peer is seen within this */
+#define SPINS        100 /* polls before sleeping: a few microseconds */
 #define REC_HDR      8u
 #define REC_CHECK    0x52454331u
 
@@ -99,6 +100,15 @@ struct mmk_ring {
     _Atomic int efd[2];
     int peer_pid[2], peer_h[2]; /* cached liveness handles: RD producer, WR consumer */
 };
+
+static inline void mmk__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
 
 /* ----------------------------------------------------------------- fork */
 
@@ -619,6 +629,17 @@ static int wait_for(mmk_ring *r, size_t min, int timeout_ms, int slot)
     _Atomic uint32_t *seq = slot == RD ? &h->rd_seq : &h->wr_seq;
     _Atomic uint32_t *waiting = slot == RD ? &h->rd_waiting : &h->wr_waiting;
     ready_fn ready = slot == RD ? ready_read : ready_write;
+    if (timeout_ms != 0) {
+        /* Spin a moment first: when the peer is busy the condition often
+         * comes true within a microsecond or two, and a sleep would cost a
+         * system call on both sides. */
+        for (int i = 0; i < SPINS; i++) {
+            int rc = ready(r, min);
+            if (rc)
+                return rc > 0 ? 0 : rc;
+            mmk__cpu_relax();
+        }
+    }
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
                                        : mmk__os_now_ns() + (uint64_t)timeout_ms * 1000000u;
     for (;;) {
