@@ -197,7 +197,7 @@ int main(int argc, char **argv)
                 printf("| %zu MiB | %s | unavailable here | | |\n", size / MiB, variants[v].name);
                 continue;
             }
-            printf("| %zu MiB | %s | %.3f ms | %.3f ms | %.0fx |\n", size / MiB, variants[v].name,
+            printf("| %zu MiB | %s | %.3f ms | %.3f ms | %.1fx |\n", size / MiB, variants[v].name,
                    mt * 1e3, mn * 1e3, mf4 / mt);
             char series[64];
             snprintf(series, sizeof series, "%s%s",
