@@ -85,7 +85,8 @@ int mmk__hp_header_valid(const struct hp_header *hd, uint64_t file_size, char *w
     }
     uint64_t pages = hd->heap_size >> HP_SHIFT;
     if (hd->heap_size & (HP_PAGE - 1) || pages < HP_MIN_PAGES ||
-        hd->heap_size > ((uint64_t)1 << 46) || (file_size && hd->heap_size > file_size)) {
+        hd->heap_size > ((uint64_t)1 << 46) || (file_size && hd->heap_size > file_size) ||
+        (pages % HP_GROUP && pages % HP_GROUP <= HP_META)) { /* a group's metadata is whole */
         say(why, n, "header: heap size %llu invalid (file size %llu)", hd->heap_size,
             file_size);
         return MMK_ECORRUPT;
@@ -213,15 +214,16 @@ static int log_write_header(mmk_heap *h, uint64_t gen, uint64_t base_commit)
     return 0;
 }
 
-/* Read and validate the record at off: its meta block into *meta (malloc'd)
- * and, when images is non-NULL, the page images (malloc'd, validated).
- * 1 valid, 0 not a valid record of generation gen with id expect. */
+/* Read and validate the record at off: its meta block (header + entries,
+ * malloc'd) into *meta and, when data is non-NULL, its data bytes
+ * (malloc'd, every entry's checksum verified). 1 valid, 0 not a valid
+ * record of generation gen with commit id expect. */
 static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint64_t expect,
-                    struct hp_rec **meta, unsigned char **images)
+                    struct hp_rec **meta, unsigned char **data)
 {
     *meta = NULL;
-    if (images)
-        *images = NULL;
+    if (data)
+        *data = NULL;
     unsigned char first[HP_PAGE];
     ssize_t n = IO->pread(h->logfd, first, HP_PAGE, off);
     if (n < (ssize_t)sizeof(struct hp_rec))
@@ -229,18 +231,17 @@ static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint
     struct hp_rec r;
     memcpy(&r, first, sizeof r);
     if (r.magic != REC_MAGIC || r.gen != gen || r.commit_id != expect || r.npages == 0 ||
-        r.heap_uuid != uuid ||
-        r.npages > (1u << 26) || r.meta_len != sizeof r + (uint64_t)r.npages * 12 ||
-        r.len != mmk__align_up(r.meta_len, HP_PAGE) + (uint64_t)r.npages * HP_PAGE ||
+        r.heap_uuid != uuid || r.npages > (1u << 26) ||
+        r.meta_len != sizeof r + (uint64_t)r.npages * sizeof(struct hp_ent) ||
+        r.len < r.meta_len || r.len > r.meta_len + (uint64_t)r.npages * HP_PAGE + REC_ALIGN ||
         r.heap_size & (HP_PAGE - 1) || r.heap_size < HP_MIN_PAGES * HP_PAGE)
         return 0;
-    size_t mlen = mmk__align_up(r.meta_len, HP_PAGE);
-    unsigned char *m = malloc(mlen);
+    unsigned char *m = malloc(r.meta_len);
     if (!m)
         return 0;
-    if (mlen <= HP_PAGE)
-        memcpy(m, first, mlen);
-    else if (IO->pread(h->logfd, m, mlen, off) != (ssize_t)mlen) {
+    if (r.meta_len <= (uint64_t)n)
+        memcpy(m, first, r.meta_len);
+    else if (IO->pread(h->logfd, m, r.meta_len, off) != (ssize_t)r.meta_len) {
         free(m);
         return 0;
     }
@@ -249,40 +250,43 @@ static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint
     rm->crc = 0;
     uint32_t got = mmk__crc32c(0, m, r.meta_len);
     rm->crc = want;
-    const uint64_t *pg = (const uint64_t *)(m + sizeof r);
+    const struct hp_ent *e = (const struct hp_ent *)(rm + 1);
     int ok = got == want;
-    for (uint32_t i = 0; ok && i < r.npages; i++)
-        if (pg[i] >= r.heap_size >> HP_SHIFT || (i && pg[i] <= pg[i - 1]))
+    uint64_t total = 0;
+    for (uint32_t i = 0; ok && i < r.npages; i++) {
+        if (e[i].page >= r.heap_size >> HP_SHIFT || (i && e[i].page <= e[i - 1].page) ||
+            e[i].off > HP_PAGE || e[i].len > HP_PAGE - e[i].off)
             ok = 0;
-    if (!ok) {
+        total += e[i].len;
+    }
+    if (!ok || r.meta_len + total > r.len) {
         free(m);
         return 0;
     }
-    if (images) {
-        size_t ilen = (size_t)r.npages * HP_PAGE;
-        unsigned char *img = malloc(ilen);
-        const uint32_t *pc = (const uint32_t *)(pg + r.npages);
-        if (!img || IO->pread(h->logfd, img, ilen, off + mlen) != (ssize_t)ilen)
+    if (data) {
+        unsigned char *d = malloc(total ? total : 1);
+        if (!d || IO->pread(h->logfd, d, total, off + r.meta_len) != (ssize_t)total)
             ok = 0;
-        for (uint32_t i = 0; ok && i < r.npages; i++)
-            if (mmk__crc32c(0, img + (size_t)i * HP_PAGE, HP_PAGE) != pc[i])
+        uint64_t pos = 0;
+        for (uint32_t i = 0; ok && i < r.npages; pos += e[i].len, i++)
+            if (mmk__crc32c(0, d + pos, e[i].len) != e[i].crc)
                 ok = 0;
         if (!ok) {
-            free(img);
+            free(d);
             free(m);
             return 0;
         }
-        *images = img;
+        *data = d;
     }
     *meta = rm;
     return 1;
 }
 
-/* Apply a validated record to the heap file: every page, page 0 last, so
- * a header that shows the commit means every page of it reached the file. */
-static int rec_apply(mmk_heap *h, const struct hp_rec *r, const unsigned char *img)
+/* Apply a validated record to the heap file, page 0 last, so a header that
+ * shows the commit means every page of it reached the file. */
+static int rec_apply(mmk_heap *h, const struct hp_rec *r, const unsigned char *data)
 {
-    const uint64_t *pg = (const uint64_t *)(r + 1);
+    const struct hp_ent *e = (const struct hp_ent *)(r + 1);
     struct stat st;
     if (fstat(h->fd, &st))
         return -errno;
@@ -291,9 +295,14 @@ static int rec_apply(mmk_heap *h, const struct hp_rec *r, const unsigned char *i
         if (rc)
             return rc;
     }
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < r->npages; i++)
+        total += e[i].len;
     for (uint32_t i = r->npages; i-- > 0;) {
-        /* descending order ends with page 0 (the list is sorted) */
-        ssize_t w = IO->pwrite(h->fd, img + (size_t)i * HP_PAGE, HP_PAGE, pg[i] << HP_SHIFT);
+        total -= e[i].len;
+        if (!e[i].len)
+            continue;
+        ssize_t w = IO->pwrite(h->fd, data + total, e[i].len, (e[i].page << HP_SHIFT) + e[i].off);
         if (w < 0)
             return (int)w;
     }
@@ -669,6 +678,8 @@ static void heap_free(mmk_heap *h)
     free(h->logpath);
     free(h->dirty);
     free(h->scratch);
+    free(h->iov);
+    free(h->orig);
     free(h);
 }
 
@@ -697,8 +708,9 @@ MMK_API int mmk_heap_open(const char *path, unsigned flags, mmk_heap **out)
     size_t pl = strlen(path);
     h->path = strdup(path);
     h->logpath = malloc(pl + 5);
+    h->orig = malloc(ORIG_PAGES * HP_PAGE);
     int rc = -ENOMEM;
-    if (!h->path || !h->logpath)
+    if (!h->path || !h->logpath || !h->orig)
         goto fail;
     memcpy(h->logpath, path, pl);
     memcpy(h->logpath + pl, "-log", 5);
@@ -1044,26 +1056,31 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
                 rc = -errno;
     }
     size_t n = h->ndirty;
-    size_t meta_len = sizeof(struct hp_rec) + n * 12;
-    size_t mlen = mmk__align_up(meta_len, HP_PAGE);
-    if (!rc && h->scratch_cap < mlen) {
-        void *s = realloc(h->scratch, mlen);
-        if (!s)
+    size_t meta_len = sizeof(struct hp_rec) + n * sizeof(struct hp_ent);
+    if (!rc && h->scratch_cap < meta_len) {
+        void *sc = realloc(h->scratch, meta_len);
+        if (!sc)
             rc = -ENOMEM;
         else {
-            h->scratch = s;
-            h->scratch_cap = mlen;
+            h->scratch = sc;
+            h->scratch_cap = meta_len;
+        }
+    }
+    if (!rc && h->iov_cap < n + 3) {
+        struct iovec *v = realloc(h->iov, (n + 3) * sizeof *v);
+        if (!v)
+            rc = -ENOMEM;
+        else {
+            h->iov = v;
+            h->iov_cap = n + 3;
         }
     }
     if (rc) {
         drop_txn(h, 1);
         return rc;
     }
-    struct hp_rec *r = h->scratch;
-    uint64_t *pgs = (uint64_t *)(r + 1);
-    uint32_t *pcrc = (uint32_t *)(pgs + n);
     /* Checksums bottom-up: data pages, then checksum pages >= 1, then each
-     * group's checksum page 0 (which holds its own entry), header last. */
+     * group's checksum page 0 (which holds its own entry); header last. */
     for (int pass = 0; pass < 3; pass++) {
         for (size_t i = 0; i < n; i++) {
             uint64_t p = h->dirty[i];
@@ -1075,52 +1092,83 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
             uint32_t *slot = hp_csum_ptr(h, p);
             if (pass == 2)
                 *slot = 0;
-            uint32_t c = mmk__crc32c(0, hp_page(h, p), HP_PAGE);
-            *slot = c ^ z;
-            if (pass == 2)
-                c = mmk__crc32c(0, hp_page(h, p), HP_PAGE);
-            pcrc[i] = c;
+            *slot = mmk__crc32c(0, hp_page(h, p), HP_PAGE) ^ z;
         }
     }
+    /* The record logs only the changed byte range of each page (compared
+     * with the file, which holds the last commit): a one-word change logs
+     * a few bytes, so a small commit is one disk block. */
+    struct hp_rec *r = h->scratch;
+    struct hp_ent *e = (struct hp_ent *)(r + 1);
+    struct iovec *vec = h->iov;
+    int cnt = 2; /* [0] meta block, [1] the header's bytes */
+    uint64_t dlen = sizeof *hd;
+    e[0] = (struct hp_ent){.page = 0, .off = 0, .len = sizeof *hd};
+    for (size_t i = 1; i < n && !rc;) {
+        size_t j = i + 1;
+        while (j < n && j - i < ORIG_PAGES && h->dirty[j] == h->dirty[j - 1] + 1)
+            j++;
+        ssize_t got = IO->pread(h->fd, h->orig, (j - i) << HP_SHIFT, h->dirty[i] << HP_SHIFT);
+        if (got < 0) {
+            rc = (int)got;
+            break;
+        }
+        if ((size_t)got < ((j - i) << HP_SHIFT)) /* beyond the end: zeros */
+            memset(h->orig + got, 0, ((j - i) << HP_SHIFT) - (size_t)got);
+        for (size_t q = i; q < j; q++) {
+            const uint64_t *a = (const uint64_t *)hp_page(h, h->dirty[q]);
+            const uint64_t *o = (const uint64_t *)(h->orig + ((q - i) << HP_SHIFT));
+            uint32_t lo = 0, hi = HP_PAGE / 8;
+            while (lo < hi && a[lo] == o[lo])
+                lo++;
+            while (hi > lo && a[hi - 1] == o[hi - 1])
+                hi--;
+            if ((hi - lo) * 8 > HP_PAGE - 512) { /* nearly all: the whole page */
+                lo = 0;
+                hi = HP_PAGE / 8;
+            }
+            e[q] = (struct hp_ent){.page = h->dirty[q], .off = lo * 8, .len = (hi - lo) * 8};
+            e[q].crc = mmk__crc32c(0, a + lo, e[q].len);
+            dlen += e[q].len;
+            if (!e[q].len)
+                continue;
+            struct iovec *last = &vec[cnt - 1];
+            if (cnt > 2 && (char *)last->iov_base + last->iov_len == (char *)(a + lo))
+                last->iov_len += e[q].len; /* whole neighbouring pages: one vector */
+            else
+                vec[cnt++] = (struct iovec){(void *)(a + lo), e[q].len};
+        }
+        i = j;
+    }
+    if (rc) {
+        drop_txn(h, 1);
+        return rc;
+    }
     uint64_t off = hd->log_gen == h->log_gen && hd->log_off >= HP_PAGE ? hd->log_off : HP_PAGE;
-    uint64_t len = mlen + (uint64_t)n * HP_PAGE;
+    uint64_t len = mmk__align_up(meta_len + dlen, REC_ALIGN);
     hd->commit_id++;
     hd->log_gen = h->log_gen;
     hd->log_off = off + len;
     hd->crc = mmk__hp_header_crc(hd);
-    pcrc[0] = mmk__crc32c(0, hd, HP_PAGE);
+    e[0].crc = mmk__crc32c(0, hd, sizeof *hd);
     *r = (struct hp_rec){.magic = REC_MAGIC, .npages = (uint32_t)n, .commit_id = hd->commit_id,
                          .gen = h->log_gen, .heap_size = hd->heap_size, .len = len,
-                         .heap_uuid = hd->heap_uuid,
-                         .meta_len = (uint32_t)meta_len};
-    memcpy(pgs, h->dirty, n * sizeof *pgs);
-    memset((char *)h->scratch + meta_len, 0, mlen - meta_len);
+                         .heap_uuid = hd->heap_uuid, .meta_len = (uint32_t)meta_len};
     r->crc = mmk__crc32c(0, h->scratch, meta_len);
+    vec[0] = (struct iovec){h->scratch, meta_len};
+    vec[1] = (struct iovec){hd, sizeof *hd};
+    static const unsigned char pad[REC_ALIGN];
+    if (len > meta_len + dlen)
+        vec[cnt++] = (struct iovec){(void *)pad, len - meta_len - dlen};
 
+    h->last_pages = n;
+    h->last_log_bytes = len;
     /* 1. the record, 2. its sync: the commit is durable from here. */
     rc = log_reserve(h, off + len);
-    struct iovec iov[65];
-    int cnt = 0;
-    uint64_t woff = off;
     if (!rc) {
-        iov[cnt++] = (struct iovec){h->scratch, mlen};
-        for (size_t i = 0; i < n && !rc;) {
-            size_t j = i + 1;
-            while (j < n && h->dirty[j] == h->dirty[j - 1] + 1)
-                j++;
-            iov[cnt++] = (struct iovec){hp_page(h, h->dirty[i]), (j - i) << HP_SHIFT};
-            i = j;
-            if (cnt == 65 || i == n) {
-                uint64_t bytes = 0;
-                for (int q = 0; q < cnt; q++)
-                    bytes += iov[q].iov_len;
-                ssize_t w = IO->pwritev(h->logfd, iov, cnt, woff);
-                if (w < 0)
-                    rc = (int)w;
-                woff += bytes;
-                cnt = 0;
-            }
-        }
+        ssize_t w = IO->pwritev(h->logfd, vec, cnt, off);
+        if (w < 0)
+            rc = (int)w;
     }
     if (!rc && !(h->flags & MMK_HEAP_NOSYNC))
         rc = IO->fdatasync(h->logfd);
@@ -1286,6 +1334,8 @@ MMK_API int mmk_heap_stats(mmk_heap *h, struct mmk_heap_stats *out)
     uint64_t off = h->hdr->log_gen == h->log_gen ? h->hdr->log_off : HP_PAGE;
     out->log_bytes = off > HP_PAGE ? off - HP_PAGE : 0;
     out->reserved = h->reserve;
+    out->last_pages = h->last_pages;
+    out->last_log_bytes = h->last_log_bytes;
     out->dirty_method = mmk__hp_dirty_name(h->dm);
     return rc;
 }

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <mmkit/heap.h>
 #include "internal.h"
@@ -101,20 +102,30 @@ struct hp_loghdr {
     uint32_t crc;
 };
 
-/* A redo record, at a 4 KiB-aligned log offset: this header, npages page
- * numbers (u64), npages CRC32C of the images (u32), padding to 4 KiB, then
- * the page images. crc covers the meta block (header + arrays). */
+/* A redo record, at a 512-byte aligned log offset: this header, npages
+ * entries (struct hp_ent, ascending pages, page 0 first), then each entry's
+ * bytes back to back, zero padding to 512. crc covers header + entries;
+ * each entry has the CRC32C of its bytes. */
 struct hp_rec {
     uint32_t magic;
     uint32_t npages;
     uint64_t commit_id;
     uint64_t gen;
     uint64_t heap_size;
-    uint64_t len;             /* total bytes: meta block + images */
+    uint64_t len;             /* total bytes: meta block + data + padding */
     uint64_t heap_uuid;
     uint32_t meta_len;
     uint32_t crc;
 };
+
+struct hp_ent {
+    uint64_t page;
+    uint32_t off, len;        /* the changed bytes of the page */
+    uint32_t crc;
+    uint32_t pad;
+};
+#define REC_ALIGN 512u
+#define ORIG_PAGES 64         /* pages compared per pread */
 
 enum hp_dirty_method { DM_SCAN = 0, DM_PAGEMAP = 1, DM_WP = 2 };
 
@@ -133,6 +144,7 @@ struct mmk_heap {
     uint64_t log_limit;       /* checkpoint above this */
     uint64_t txn_start_size;  /* heap size at begin */
     int broken;               /* an I/O failure left the handle unusable: -EIO */
+    uint64_t last_pages, last_log_bytes; /* of this handle's last commit */
     /* dirty tracking */
     int dm;                   /* enum hp_dirty_method */
     int pagemap_fd;
@@ -144,6 +156,9 @@ struct mmk_heap {
     size_t ndirty, cap_dirty;
     void *scratch;            /* meta block buffer */
     size_t scratch_cap;
+    struct iovec *iov;        /* record vectors */
+    size_t iov_cap;
+    unsigned char *orig;      /* ORIG_PAGES pages of the file, for deltas */
 };
 
 /* heap.c */

@@ -94,6 +94,8 @@ struct mmk_heap_stats {
     uint64_t objects;         /* live allocations */
     uint64_t commit_id;       /* commits since creation */
     uint64_t log_bytes;       /* redo log bytes since the last checkpoint */
+    uint64_t last_pages;      /* pages written by this handle's last commit (with metadata) */
+    uint64_t last_log_bytes;  /* bytes its redo record took (changed bytes only) */
     uint64_t reserved;        /* address space reserved for growth */
     const char *dirty_method; /* "pagemap_scan", "pagemap" or "wp_fault" */
 };
