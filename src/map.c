@@ -712,23 +712,26 @@ static int put_locked(struct mctx *c, const void *key, size_t klen, const void *
         m->mods++;
         return 0;
     }
-    rc = split_one(c);
-    if (rc < 0)
-        return rc;
-    if (rc == 1 && (rc = find(c, hash, key, klen, &ps)) != 0)
-        return rc < 0 ? rc : MMK_ECORRUPT;
+    /* The entry first: outside a transaction the heap refuses it before
+     * the map has written anything (the mapping is read-only then). */
     mmk_ref noderef = 0, er;
+    if ((rc = alloc_entry(c, hash, key, klen, val, vlen, &er)))
+        return rc;
+    rc = split_one(c);
+    if (rc == 1 && (rc = find(c, hash, key, klen, &ps)) == 1)
+        rc = MMK_ECORRUPT;
+    if (rc < 0) {
+        mmk_heap_free(c->h, er);
+        return rc;
+    }
     struct mbucket *node = ps.node;
     int i = ps.i;
     if (i == SLOTS) {
-        if ((rc = new_node(c, &noderef, &node)))
+        if ((rc = new_node(c, &noderef, &node))) {
+            mmk_heap_free(c->h, er);
             return rc;
+        }
         i = 0;
-    }
-    if ((rc = alloc_entry(c, hash, key, klen, val, vlen, &er))) {
-        if (noderef)
-            free_node(c, noderef);
-        return rc;
     }
     if (noderef)
         ps.node->over = noderef;
@@ -762,6 +765,8 @@ int mmk_map_put(mmk_heap *h, mmk_ref map, const void *key, size_t klen, const vo
  * changes when validation or the free fails. */
 static int del_at(const struct mctx *c, struct pos *ps, struct mbucket **freed)
 {
+    /* (The heap's -EINVAL from free means "no transaction" or "not an
+     * allocation": passed on as is; inside a transaction it is damage.) */
     struct mbucket *t = ps->head, *pt = NULL;
     struct walk w;
     walk_init(&w, t);
@@ -778,7 +783,7 @@ static int del_at(const struct mctx *c, struct pos *ps, struct mbucket **freed)
     if (!c->m->count)
         return MMK_ECORRUPT;
     if ((rc = mmk_heap_free(c->h, slot_ref(ps->node->slot[ps->i]))))
-        return rc == -EINVAL ? MMK_ECORRUPT : rc;
+        return rc;
     c->m->count--;
     c->m->mods++;
     int j = SLOTS - 1;
@@ -1092,12 +1097,12 @@ int mmk_map_destroy(mmk_heap *h, mmk_ref map)
         while (nd) {
             for (int i = 0; i < SLOTS && nd->slot[i]; i++)
                 if ((rc = mmk_heap_free(h, slot_ref(nd->slot[i]))))
-                    return rc == -EINVAL ? MMK_ECORRUPT : rc;
+                    return rc;
             mmk_ref nx = nd->over;
             if (!head) {
                 mmk_ref self = mmk_heap_ref(h, nd);
                 if ((rc = mmk_heap_free(h, self)))
-                    return rc == -EINVAL ? MMK_ECORRUPT : rc;
+                    return rc;
             }
             head = false;
             nd = nx ? mp(h, nx, sizeof *nd) : NULL;
@@ -1105,10 +1110,10 @@ int mmk_map_destroy(mmk_heap *h, mmk_ref map)
     }
     for (uint64_t s = 0; s < c.m->nseg; s++)
         if ((rc = mmk_heap_free(h, c.dir[s])))
-            return rc == -EINVAL ? MMK_ECORRUPT : rc;
+            return rc;
     mmk_ref dir = c.m->dir;
     c.m->magic = 0; /* a stale ref to it now reads as "not a map" */
     if ((rc = mmk_heap_free(h, dir)) || (rc = mmk_heap_free(h, map)))
-        return rc == -EINVAL ? MMK_ECORRUPT : rc;
+        return rc;
     return 0;
 }

@@ -92,11 +92,31 @@ static void test_basic(void)
     CHECK_OK(mmk_map_check(h, m));
     CHECK_OK(mmk_heap_commit(h));
 
-    /* Outside a transaction: reads work, changes are refused, no crash. */
+    /* Outside a transaction: reads work, changes are refused, no crash
+     * (also when the next insert is due to split a bucket). */
     CHECK_OK(get_str(h, m, "a", &v, &vl));
     CHECK(mmk_map_put(h, m, "a", 1, "zz", 2) < 0);
     CHECK(mmk_map_put(h, m, "new", 3, "zz", 2) < 0);
     CHECK(mmk_map_del(h, m, "a", 1) < 0);
+    CHECK_EQ(mmk_map_count(h, m), 4);
+    CHECK_OK(mmk_heap_begin(h));
+    for (int i = 0; i < 200; i++)
+        CHECK_OK(mmk_map_put(h, m, &i, sizeof i, "v", 1));
+    CHECK_OK(mmk_heap_commit(h));
+    for (int i = 1000; i < 1300; i++)
+        CHECK(mmk_map_put(h, m, &i, sizeof i, "v", 1) < 0);
+    mmk_map_iter oit;
+    CHECK_OK(mmk_map_iter_init(h, m, &oit));
+    CHECK_EQ(mmk_map_iter_next(&oit, NULL, NULL, NULL, NULL), 1);
+    CHECK(mmk_map_iter_del(&oit) < 0);
+    mmk_ref m2;
+    CHECK(mmk_map_create(h, &m2) < 0);
+    CHECK(mmk_map_destroy(h, m) < 0);
+    CHECK_OK(mmk_map_check(h, m));
+    CHECK_OK(mmk_heap_begin(h));
+    for (int i = 0; i < 200; i++)
+        CHECK_OK(mmk_map_del(h, m, &i, sizeof i));
+    CHECK_OK(mmk_heap_commit(h));
     CHECK_EQ(mmk_map_count(h, m), 4);
 
     /* Abort undoes. */
