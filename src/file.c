@@ -454,8 +454,6 @@ MMK_API int mmk_file_resize(mmk_file *f, uint64_t size)
     int rc = 0;
     if (size > cur) {
         rc = grow_file(f, cur, size);
-        if (!rc && f->policy == MMK_FILE_MMAP)
-            rc = ensure_mapped(f, size);
     } else if (size < cur) {
         /* Publish the smaller size first so our own readers stop short
          * rather than fault; the pages past it stay mapped (and guarded). */
@@ -463,6 +461,10 @@ MMK_API int mmk_file_resize(mmk_file *f, uint64_t size)
         if (ftruncate(f->fd, (off_t)size))
             rc = -errno;
     }
+    /* Also when shrinking: the file may have grown behind our back to more
+     * than we ever mapped (found by fuzz_file). */
+    if (!rc && f->policy == MMK_FILE_MMAP)
+        rc = ensure_mapped(f, size);
     atomic_store_explicit(&f->size, rc ? cur : size, memory_order_release);
     pthread_mutex_unlock(&f->lock);
     return rc;
