@@ -155,11 +155,14 @@ static void test_semantics(unsigned mode, unsigned extra)
     mmk_region_destroy(r);
 }
 
-/* ---- a writer thread hammers the region while snapshots are taken. The
- * writer's step k stores k into word 0 of page k % N. A snapshot is correct
- * when it is a consistent cut: for its largest value V, every page p holds
- * the largest k <= V with k % N == p (0 if none), and the rest of every
- * page is untouched. */
+/* ---- writer threads hammer the region while snapshots are taken. Writer
+ * w of W owns the pages p with p % W == w; its step k stores k into word 0
+ * of its (k % M)-th page (M = N / W). A snapshot is correct when it is a
+ * consistent cut of each writer's stores: for the largest value V found in
+ * a writer's pages, each of them holds the largest k <= V with k % M equal
+ * to its index (0 if none), and the rest of every page is untouched. */
+#define WRITERS 2
+
 struct hammer {
     uint64_t *base;
     size_t npages;
@@ -167,54 +170,67 @@ struct hammer {
     atomic_ulong steps;
 };
 
+struct writer_arg {
+    struct hammer *h;
+    size_t w;
+};
+
 static void *writer(void *arg)
 {
-    struct hammer *h = arg;
+    struct writer_arg *a = arg;
+    struct hammer *h = a->h;
+    size_t m = h->npages / WRITERS;
     uint64_t k = 0;
     while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
         for (int i = 0; i < 64; i++) {
             k++;
-            __atomic_store_n(&h->base[(k % h->npages) * (PAGE / 8)], k, __ATOMIC_RELAXED);
+            size_t page = (k % m) * WRITERS + a->w;
+            __atomic_store_n(&h->base[page * (PAGE / 8)], k, __ATOMIC_RELAXED);
         }
     }
-    atomic_store(&h->steps, k);
+    atomic_fetch_add(&h->steps, k);
     return NULL;
 }
 
-static uint64_t verify_cut(const mmk_snapshot *s, size_t npages, uint64_t want_v)
+/* Check the cut; fill cut[w] (or compare with it when `same`). */
+static void verify_cut(const mmk_snapshot *s, size_t npages, uint64_t *cut, int same)
 {
     uint64_t *img = malloc(npages * PAGE);
     CHECK(img);
     CHECK_OK(mmk_snapshot_read(s, 0, img, npages * PAGE));
-    uint64_t v = 0;
-    for (size_t p = 0; p < npages; p++)
-        if (img[p * (PAGE / 8)] > v)
-            v = img[p * (PAGE / 8)];
-    if (want_v != UINT64_MAX)
-        CHECK_EQ(v, want_v); /* an old snapshot must not have moved */
-    for (size_t p = 0; p < npages; p++) {
-        uint64_t vm = v % npages, want;
-        if (vm >= p)
-            want = v - (vm - p);
-        else
-            want = v >= (vm + npages - p) ? v - (vm + npages - p) : 0;
-        uint64_t got = img[p * (PAGE / 8)];
-        if (got != want) {
-            fprintf(stderr, "page %zu: %llu, want %llu (cut at %llu)\n", p,
-                    (unsigned long long)got, (unsigned long long)want, (unsigned long long)v);
-            CHECK(0);
+    size_t m = npages / WRITERS;
+    for (size_t w = 0; w < WRITERS; w++) {
+        uint64_t v = 0;
+        for (size_t j = 0; j < m; j++)
+            if (img[(j * WRITERS + w) * (PAGE / 8)] > v)
+                v = img[(j * WRITERS + w) * (PAGE / 8)];
+        if (same)
+            CHECK_EQ(v, cut[w]); /* an old snapshot must not have moved */
+        cut[w] = v;
+        for (size_t j = 0; j < m; j++) {
+            uint64_t vm = v % m, want;
+            if (vm >= j)
+                want = v - (vm - j);
+            else
+                want = v >= (vm + m - j) ? v - (vm + m - j) : 0;
+            uint64_t got = img[(j * WRITERS + w) * (PAGE / 8)];
+            if (got != want) {
+                fprintf(stderr, "writer %zu page %zu: %llu, want %llu (cut at %llu)\n", w, j,
+                        (unsigned long long)got, (unsigned long long)want, (unsigned long long)v);
+                CHECK(0);
+            }
         }
+    }
+    for (size_t p = 0; p < npages; p++)
         for (size_t w = 1; w < PAGE / 8; w++)
             if (img[p * (PAGE / 8) + w] != (p << 16 | w))
                 CHECK(0);
-    }
     free(img);
-    return v;
 }
 
-static void test_concurrent(unsigned mode, unsigned extra)
+static void test_concurrent(unsigned mode, unsigned extra, long rounds)
 {
-    const size_t npages = (size_t)test_scaled(2048);
+    const size_t npages = (size_t)test_scaled(2048) & ~(size_t)(WRITERS - 1);
     mmk_region *r;
     int rc = mmk_region_create(npages * PAGE, mode | extra, &r);
     if (rc == -ENOTSUP)
@@ -224,32 +240,38 @@ static void test_concurrent(unsigned mode, unsigned extra)
     for (size_t p = 0; p < npages; p++)
         for (size_t w = 1; w < PAGE / 8; w++)
             h.base[p * (PAGE / 8) + w] = p << 16 | w;
-    pthread_t th;
-    CHECK(pthread_create(&th, NULL, writer, &h) == 0);
+    pthread_t th[WRITERS];
+    struct writer_arg wa[WRITERS];
+    for (size_t w = 0; w < WRITERS; w++) {
+        wa[w] = (struct writer_arg){&h, w};
+        CHECK(pthread_create(&th[w], NULL, writer, &wa[w]) == 0);
+    }
     enum { KEEP = 3 };
     mmk_snapshot *live[KEEP] = {0};
-    uint64_t cut[KEEP] = {0};
-    long rounds = test_scaled(60);
+    uint64_t cut[KEEP][WRITERS] = {{0}};
     uint64_t seed = 99;
     for (long i = 0; i < rounds; i++) {
         struct timespec ts = {0, (long)(test_rand(&seed) % 2000000)};
         nanosleep(&ts, NULL);
         int k = (int)(i % KEEP);
         if (live[k]) {
-            verify_cut(live[k], npages, cut[k]); /* still the same after more writes */
+            verify_cut(live[k], npages, cut[k], 1); /* still the same after more writes */
             mmk_snapshot_release(live[k]);
         }
         CHECK_OK(mmk_snapshot_take(r, &live[k]));
-        cut[k] = verify_cut(live[k], npages, UINT64_MAX);
+        verify_cut(live[k], npages, cut[k], 0);
     }
     atomic_store(&h.stop, 1);
-    pthread_join(th, NULL);
+    for (size_t w = 0; w < WRITERS; w++)
+        pthread_join(th[w], NULL);
     for (int k = 0; k < KEEP; k++) {
-        verify_cut(live[k], npages, cut[k]);
+        if (live[k])
+            verify_cut(live[k], npages, cut[k], 1);
         mmk_snapshot_release(live[k]);
     }
-    printf("%s%s concurrent: %ld snapshots consistent while the writer made %lu stores\n",
-           mode_name(mode), extra ? " small" : "", rounds, (unsigned long)atomic_load(&h.steps));
+    printf("%s%s concurrent: %ld snapshots consistent while %d writers made %lu stores\n",
+           mode_name(mode), extra ? " small" : "", rounds, WRITERS,
+           (unsigned long)atomic_load(&h.steps));
     mmk_region_destroy(r);
 }
 
@@ -346,8 +368,24 @@ static void test_map_private_is_not_a_snapshot(void)
     close(fd);
 }
 
-int main(void)
+/* --seconds N: a soak of the concurrent test, both mechanisms (not in CI). */
+static int soak(double seconds)
 {
+    double end = now_sec() + seconds;
+    long n = 0;
+    while (now_sec() < end) {
+        test_concurrent(MMK_REGION_UFFD, n & 1 ? MMK_REGION_SMALL : 0, 200);
+        test_concurrent(MMK_REGION_MPROTECT, n & 1 ? MMK_REGION_SMALL : 0, 200);
+        n++;
+    }
+    printf("soak: %ld passes, ok\n", n);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && !strcmp(argv[1], "--seconds"))
+        return soak(atof(argv[2]));
     test_errors();
     test_map_private_is_not_a_snapshot();
     const unsigned modes[2] = {MMK_REGION_UFFD, MMK_REGION_MPROTECT};
@@ -364,8 +402,8 @@ int main(void)
         any++;
         test_semantics(modes[m], 0);
         test_semantics(modes[m], MMK_REGION_SMALL);
-        test_concurrent(modes[m], 0);
-        test_concurrent(modes[m], MMK_REGION_SMALL);
+        test_concurrent(modes[m], 0, test_scaled(60));
+        test_concurrent(modes[m], MMK_REGION_SMALL, test_scaled(60));
     }
     if (!any)
         skip("neither userfaultfd nor the fault layer is available");
