@@ -10,6 +10,17 @@
  * The other side may be in another process: pass mmk_ring_fd() (fork, or a
  * Unix socket with SCM_RIGHTS) and call mmk_ring_attach() there.
  *
+ * fork: the mapping is shared with a forked child, which may take over one
+ * side (producer or consumer) through the inherited handle or attach by fd;
+ * each side must be used by one process at a time. A trusted handle re-reads
+ * a side's position from the header the first time it uses it in a new
+ * process; with MMK_RING_UNTRUSTED a side stays with its handle.
+ *
+ * Peer death: each side records its pid on first use; waits sleep in slices
+ * of at most 100 ms and then check the peer (pidfd, else kill(pid, 0)), so a
+ * peer killed with SIGKILL ends a wait with -ECONNRESET instead of a hang.
+ * See docs/guide-ring.md for the guarantees in full.
+ *
  * Return values follow the library: >= 0 success, -errno or MMK_E* codes.
  * Codes used by the ring:
  *   -EINVAL      bad argument, or committing/consuming more than was offered
