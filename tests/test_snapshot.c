@@ -275,6 +275,69 @@ static void test_concurrent(unsigned mode, unsigned extra, long rounds)
     mmk_region_destroy(r);
 }
 
+/* Random operations against a model that copies the whole region at each
+ * take: writes of random spans, takes, releases, reads at random offsets. */
+static void test_model(unsigned mode, unsigned extra)
+{
+    const size_t npages = 96, n = npages * PAGE;
+    mmk_region *r;
+    int rc = mmk_region_create(n, mode | extra, &r);
+    if (rc == -ENOTSUP)
+        return;
+    CHECK_OK(rc);
+    char *b = mmk_region_base(r);
+    enum { SLOTS = 5 };
+    mmk_snapshot *snap[SLOTS] = {0};
+    char *model[SLOTS] = {0};
+    char *buf = malloc(n);
+    CHECK(buf);
+    uint64_t seed = 2024 + mode + extra;
+    long ops = test_scaled(3000);
+    for (long op = 0; op < ops; op++) {
+        int k = (int)(test_rand(&seed) % SLOTS);
+        switch (test_rand(&seed) % 4) {
+        case 0: /* take or retake */
+            mmk_snapshot_release(snap[k]);
+            free(model[k]);
+            CHECK_OK(mmk_snapshot_take(r, &snap[k]));
+            model[k] = malloc(n);
+            CHECK(model[k]);
+            memcpy(model[k], b, n);
+            break;
+        case 1: /* release */
+            mmk_snapshot_release(snap[k]);
+            free(model[k]);
+            snap[k] = NULL;
+            model[k] = NULL;
+            break;
+        case 2: { /* read a random span and compare */
+            if (!snap[k])
+                break;
+            size_t off = test_rand(&seed) % n, len = test_rand(&seed) % (n - off + 1);
+            CHECK_OK(mmk_snapshot_read(snap[k], off, buf, len));
+            CHECK(!memcmp(buf, model[k] + off, len));
+            break;
+        }
+        default: { /* write a random span */
+            size_t off = test_rand(&seed) % n, len = test_rand(&seed) % 3 * PAGE / 2 + 1;
+            if (len > n - off)
+                len = n - off;
+            memset(b + off, (int)(op & 0xff), len);
+        }
+        }
+    }
+    for (int k = 0; k < SLOTS; k++) {
+        if (snap[k]) {
+            CHECK_OK(mmk_snapshot_read(snap[k], 0, buf, n));
+            CHECK(!memcmp(buf, model[k], n));
+        }
+        mmk_snapshot_release(snap[k]);
+        free(model[k]);
+    }
+    free(buf);
+    mmk_region_destroy(r);
+}
+
 /* mprotect mode: each page made writable splits the mapping. Write every
  * other page until far past vm.max_map_count: the handler must widen instead
  * of failing (which would crash), and the snapshot must stay right. */
@@ -402,6 +465,8 @@ int main(int argc, char **argv)
         any++;
         test_semantics(modes[m], 0);
         test_semantics(modes[m], MMK_REGION_SMALL);
+        test_model(modes[m], 0);
+        test_model(modes[m], MMK_REGION_SMALL);
         test_concurrent(modes[m], 0, test_scaled(60));
         test_concurrent(modes[m], MMK_REGION_SMALL, test_scaled(60));
     }
