@@ -251,7 +251,7 @@ static double stream_once(enum impl impl, size_t msg, uint64_t total, int proc)
 static uint64_t stream_total(size_t msg)
 {
     uint64_t t = msg >= 1024 ? 1024ull << 20 : 128ull << 20;
-    return O.quick ? t / 4 : t;
+    return O.quick ? t / 8 : t;
 }
 
 /* Medians of several implementations measured round-robin, so a burst of
@@ -435,7 +435,7 @@ static void median_recs(const enum rimpl *impls, int k, size_t len, double *out)
     int n = O.runs < 64 ? O.runs : 64;
     uint64_t count = len <= 64 ? 8000000 : 2000000;
     if (O.quick)
-        count /= 4;
+        count /= 8;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < k; j++)
             v[j][i] = rec_once(impls[j], len, count);
