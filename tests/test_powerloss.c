@@ -57,6 +57,23 @@ static uint64_t pagecrc_n, ack_digest, ack_heap_size;
 static struct ps_image img;
 static uint64_t next_boot = 100;
 
+/* Every acknowledged commit of the current seed (for MMK_HEAP_NOSYNC
+ * power-loss images, which may go back further than one commit). */
+struct hist {
+    struct model m;
+    uint64_t digest, size;
+};
+static struct hist *hist;
+static uint64_t nhist;
+static int nosync;
+
+static void hist_add(void)
+{
+    hist = ps_xrealloc(hist, (ack_cid + 1) * sizeof *hist);
+    hist[ack_cid] = (struct hist){m_ack, ack_digest, ack_heap_size};
+    nhist = ack_cid + 1;
+}
+
 struct pend {
     uint64_t digest;
     char what[200];
@@ -66,7 +83,8 @@ static int npend;
 
 static struct {
     long images, power, proc, points, creation, next_ok, fails, commits, aborts, reopens;
-    long rec_ack, rec_flight, seeds, syncs;
+    long rec_ack, rec_flight, seeds, syncs, nosync_seeds;
+    long ns_exact, ns_older, ns_refused, ns_wrong, ns_images;
     uint64_t max_heap;
 } st;
 
@@ -385,6 +403,42 @@ bad:
     PS.recording = 1;
 }
 
+/* MMK_HEAP_NOSYNC promises nothing after a power loss: classify what an
+ * image recovers to, without failing. */
+static void survey(const char *plan)
+{
+    ps_write_image(&img, imgpath);
+    PS.recording = 0;
+    uint64_t boot = PS.boot_no;
+    ps_set_boot(next_boot++);
+    st.ns_images++;
+    char why[300];
+    mmk_heap *g = NULL;
+    struct mmk_heap_stats hs;
+    int rc = mmk_heap_open(imgpath, 0, &g);
+    if (!rc)
+        rc = mmk_heap_check(g);
+    if (!rc)
+        rc = mmk_heap_stats(g, &hs);
+    if (rc)
+        st.ns_refused++;
+    else if (hs.commit_id == ack_cid + 1 && in_commit && !verify_model(g, &m_txn, why, sizeof why))
+        st.ns_exact++;
+    else if (hs.commit_id < nhist && !verify_model(g, &hist[hs.commit_id].m, why, sizeof why) &&
+             heap_digest(g, hs.size) == hist[hs.commit_id].digest)
+        hs.commit_id == ack_cid ? st.ns_exact++ : st.ns_older++;
+    else {
+        st.ns_wrong++;
+        if (st.ns_wrong <= 3)
+            printf("  NOSYNC power loss (%s) opened commit %llu (acked %llu) with other "
+                   "content, mmk_heap_check passing\n",
+                   plan, (unsigned long long)hs.commit_id, (unsigned long long)ack_cid);
+    }
+    mmk_heap_close(g);
+    ps_set_boot(boot);
+    PS.recording = 1;
+}
+
 static long images_per_point = 6;
 
 static double deadline;
@@ -438,6 +492,17 @@ static void at_write(int file)
     struct ps_plan all = {.mode = PS_ALL};
     ps_build(&img, &all);
     judge("process", "page cache at a write", 0);
+    if (nosync) {
+        /* writeback in order up to a point, or any subset */
+        uint64_t first = ps_first_pending_seq();
+        struct ps_plan pl = {.mode = PS_PREFIX};
+        pl.prefix = first + (PS.seq > first ? test_rand(&PS.rng) % (PS.seq - first + 1) : 0);
+        ps_build(&img, &pl);
+        survey("ordered writeback");
+        pl = (struct ps_plan){.mode = PS_SUBSET, .p = 0.9, .tear = 4096, .q = 0.9};
+        ps_build(&img, &pl);
+        survey("subset");
+    }
 }
 
 /* ------------------------------------------------------------ workload */
@@ -556,6 +621,7 @@ static void one_txn(uint64_t *rng)
     ack_cid = hs.commit_id;
     m_ack = m_txn;
     update_digest(hs.size);
+    hist_add();
     if (hs.size > st.max_heap)
         st.max_heap = hs.size;
     for (int i = 0; i < npend; i++)
@@ -590,7 +656,10 @@ static void run_seed(uint64_t s, long txns)
         PS.at_write = at_write;
         creating = 1;
     }
-    CHECK_OK(mmk_heap_open(path, MMK_HEAP_CREATE, &H));
+    nosync = s % 5 == 4;
+    st.nosync_seeds += nosync;
+    unsigned fl = nosync ? MMK_HEAP_NOSYNC : 0;
+    CHECK_OK(mmk_heap_open(path, MMK_HEAP_CREATE | fl, &H));
     creating = 0;
     if (!with_creation) { /* the created heap is durable: start from it */
         ps_init(path, s);
@@ -603,12 +672,13 @@ static void run_seed(uint64_t s, long txns)
         update_page(pg, NULL);
     close(heap_fd_real);
     update_digest(1 << 20);
+    hist_add();
     uint64_t rng = s * 0x2545f4914f6cdd1dull | 1;
     for (long i = 0; i < txns && now_sec() < deadline && st.fails < 5; i++) {
         one_txn(&rng);
         if (test_rand(&rng) % 40 == 0) { /* reopen (same boot): nothing to recover */
             mmk_heap_close(H);
-            CHECK_OK(mmk_heap_open(path, 0, &H));
+            CHECK_OK(mmk_heap_open(path, fl, &H));
             st.reopens++;
         }
     }
@@ -663,6 +733,10 @@ int main(int argc, char **argv)
     printf("sync points %ld (%ld syncs recorded), crash images checked %ld: power loss %ld, "
            "process crash %ld, during creation %ld\n",
            st.points, st.syncs, st.images, st.power, st.proc, st.creation);
+    printf("MMK_HEAP_NOSYNC seeds %ld (process crash images checked as above); power-loss "
+           "survey of %ld images: exact %ld, an older commit intact %ld, refused "
+           "(open/check error) %ld, other content with check passing %ld\n",
+           st.nosync_seeds, st.ns_images, st.ns_exact, st.ns_older, st.ns_refused, st.ns_wrong);
     printf("recovered to the acknowledged commit %ld, to the one in flight %ld; next commit + "
            "reopen verified %ld; failures %ld; %.1f s\n",
            st.rec_ack, st.rec_flight, st.next_ok, st.fails, el);
