@@ -524,7 +524,7 @@ int mmk__hp_grow(mmk_heap *h, uint64_t need)
             return rc == -EFBIG ? -ENOMEM : rc;
     }
     size_t before = h->mapped;
-    int rc = map_file(h, neu << HP_SHIFT, h->dm != DM_WP);
+    int rc = map_file(h, neu << HP_SHIFT, hp_all_rw(h));
     if (rc)
         return rc;
     if (h->mapped > before) {
@@ -885,12 +885,9 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
     if (rc)
         goto unlock;
     h->txn_start_size = hd->heap_size;
-    if (h->dm != DM_WP) {
-        rc = protect_all(h, 1);
-        if (rc)
-            goto unlock;
-    }
     rc = mmk__hp_dirty_begin(h);
+    if (!rc && hp_all_rw(h))
+        rc = protect_all(h, 1);
     if (rc) {
         protect_all(h, 0);
         goto unlock;
@@ -1049,10 +1046,12 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
                 rc = mmk__hp_dirty_add(h, hp_meta_start(hp_group(h->dirty[i])));
         sort_dedup(h);
     }
-    if (!rc && h->dm == DM_WP) {
-        /* make the pages we are about to store into writable */
+    if (!rc && !hp_all_rw(h)) {
+        /* make the metadata pages we are about to store into writable (the
+         * others were written, so they are) */
         for (size_t i = 0; i < h->ndirty && !rc; i++)
-            if (mprotect(hp_page(h, h->dirty[i]), HP_PAGE, PROT_READ | PROT_WRITE))
+            if ((h->dirty[i] == 0 || is_csum_page(h->dirty[i])) &&
+                mprotect(hp_page(h, h->dirty[i]), HP_PAGE, PROT_READ | PROT_WRITE))
                 rc = -errno;
     }
     size_t n = h->ndirty;
@@ -1336,6 +1335,6 @@ MMK_API int mmk_heap_stats(mmk_heap *h, struct mmk_heap_stats *out)
     out->reserved = h->reserve;
     out->last_pages = h->last_pages;
     out->last_log_bytes = h->last_log_bytes;
-    out->dirty_method = mmk__hp_dirty_name(h->dm);
+    out->dirty_method = mmk__hp_dirty_name(h);
     return rc;
 }

@@ -42,9 +42,11 @@ struct pm_scan_arg {
 #define PM_SWAPPED (1ull << 62)
 #define PM_FILE (1ull << 61)
 
-const char *mmk__hp_dirty_name(int dm)
+const char *mmk__hp_dirty_name(const mmk_heap *h)
 {
-    return dm == DM_SCAN ? "pagemap_scan" : dm == DM_PAGEMAP ? "pagemap" : "wp_fault";
+    if (h->dm == DM_WP && h->wp_auto)
+        return h->bulk == DM_SCAN ? "wp_fault+pagemap_scan" : "wp_fault+pagemap";
+    return h->dm == DM_SCAN ? "pagemap_scan" : h->dm == DM_PAGEMAP ? "pagemap" : "wp_fault";
 }
 
 static int scan_range(mmk_heap *h, uint64_t start, uint64_t end)
@@ -100,19 +102,31 @@ static int pagemap_range(mmk_heap *h, uint64_t start, uint64_t end)
     return 0;
 }
 
-/* Signal context: mark the page, make it writable, retry the store. */
+/* Signal context: mark the page, make it writable, retry the store. After
+ * WP_SWITCH faults in one transaction (auto mode), or when the kernel runs
+ * out of mappings (vm.max_map_count), make the whole mapping writable once:
+ * the written pages are then found by the bulk method at commit. */
 static int wp_fault(void *ctx, void *addr, int sig, int si_code, int is_write)
 {
     (void)si_code;
     mmk_heap *h = ctx;
     uintptr_t a = (uintptr_t)addr, b = (uintptr_t)h->base;
+    size_t mapped = __atomic_load_n(&h->mapped, __ATOMIC_RELAXED);
     if (sig != SIGSEGV || !is_write || !__atomic_load_n(&h->in_txn, __ATOMIC_RELAXED) ||
-        a < b || a >= b + __atomic_load_n(&h->mapped, __ATOMIC_RELAXED))
+        a < b || a >= b + mapped)
         return 0;
     uint64_t pg = (a - b) >> HP_SHIFT;
-    if (mprotect((void *)(b + (pg << HP_SHIFT)), HP_PAGE, PROT_READ | PROT_WRITE))
+    int n = __atomic_add_fetch(&h->wp_faults, 1, __ATOMIC_RELAXED);
+    if (!(h->wp_auto && n > WP_SWITCH) &&
+        mprotect((void *)(b + (pg << HP_SHIFT)), HP_PAGE, PROT_READ | PROT_WRITE) == 0) {
+        __atomic_fetch_or(&h->wp_bits[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
+        return 1;
+    }
+    if (!h->wp_auto)
         return 0;
-    __atomic_fetch_or(&h->wp_bits[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
+    if (mprotect((void *)b, mapped, PROT_READ | PROT_WRITE))
+        return 0;
+    __atomic_store_n(&h->wp_all, 1, __ATOMIC_RELAXED);
     return 1;
 }
 
@@ -145,33 +159,39 @@ static int init_wp(mmk_heap *h)
     return 0;
 }
 
+/* Default: write-protect faults (cost grows with the pages written, not
+ * with the heap: see docs/BENCHMARKS.md), going all-writable with
+ * PAGEMAP_SCAN (else pagemap) for big transactions. */
 int mmk__hp_dirty_init(mmk_heap *h)
 {
     const char *e = getenv("MMK_HEAP_DIRTY");
-    int want = -1;
+    int want = -1; /* auto */
     if (e && !strcmp(e, "scan"))
         want = DM_SCAN;
     else if (e && !strcmp(e, "pagemap"))
         want = DM_PAGEMAP;
     else if (e && !strcmp(e, "wp"))
         want = DM_WP;
-    if (want != DM_WP) {
-        h->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-        if (h->pagemap_fd >= 0) {
-            if (want != DM_PAGEMAP && probe_scan(h) == 0) {
-                h->dm = DM_SCAN;
-                return 0;
-            }
-            if (want != DM_SCAN) {
-                h->dm = DM_PAGEMAP;
-                return 0;
-            }
-        }
-        if (want >= 0)
-            return h->pagemap_fd < 0 ? -errno : -ENOTSUP;
+    h->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    int scan_ok = h->pagemap_fd >= 0 && probe_scan(h) == 0;
+    if (want == DM_SCAN || want == DM_PAGEMAP) {
+        if (h->pagemap_fd < 0)
+            return -errno;
+        if (want == DM_SCAN && !scan_ok)
+            return -ENOTSUP;
+        h->dm = want;
+        return 0;
     }
     h->dm = DM_WP;
-    return init_wp(h);
+    h->bulk = scan_ok ? DM_SCAN : DM_PAGEMAP;
+    h->wp_auto = want < 0 && h->pagemap_fd >= 0;
+    int rc = init_wp(h);
+    if (rc && want < 0 && h->pagemap_fd >= 0) { /* no fault layer: the bulk method alone */
+        h->dm = h->bulk;
+        h->wp_auto = 0;
+        return 0;
+    }
+    return rc;
 }
 
 void mmk__hp_dirty_fini(mmk_heap *h)
@@ -192,6 +212,8 @@ void mmk__hp_dirty_fini(mmk_heap *h)
 int mmk__hp_dirty_begin(mmk_heap *h)
 {
     h->ndirty = 0;
+    __atomic_store_n(&h->wp_faults, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->wp_all, 0, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -206,27 +228,29 @@ int mmk__hp_dirty_collect(mmk_heap *h)
 {
     h->ndirty = 0;
     uint64_t b = (uint64_t)(uintptr_t)h->base;
-    if (h->dm == DM_SCAN)
-        return scan_range(h, b, b + h->mapped);
-    if (h->dm == DM_PAGEMAP)
-        return pagemap_range(h, b, b + h->mapped);
-    size_t words = ((h->mapped >> HP_SHIFT) + 63) / 64;
-    for (size_t w = 0; w < words; w++) {
-        uint64_t x = h->wp_bits[w];
-        if (!x)
-            continue;
-        h->wp_bits[w] = 0;
-        while (x) {
-            int rc = mmk__hp_dirty_add(h, w * 64 + (uint64_t)__builtin_ctzll(x));
-            if (rc)
-                return rc;
-            x &= x - 1;
+    int rc = 0;
+    if (h->dm == DM_WP) {
+        size_t words = ((h->mapped >> HP_SHIFT) + 63) / 64;
+        for (size_t w = 0; w < words; w++) {
+            uint64_t x = h->wp_bits[w];
+            if (!x)
+                continue;
+            h->wp_bits[w] = 0;
+            while (x && !rc) {
+                rc = mmk__hp_dirty_add(h, w * 64 + (uint64_t)__builtin_ctzll(x));
+                x &= x - 1;
+            }
         }
+        if (rc || !__atomic_load_n(&h->wp_all, __ATOMIC_RELAXED))
+            return rc;
     }
-    return 0;
+    int m = h->dm == DM_WP ? h->bulk : h->dm;
+    if (m == DM_SCAN)
+        return scan_range(h, b, b + h->mapped);
+    return pagemap_range(h, b, b + h->mapped);
 }
 
 void mmk__hp_dirty_end(mmk_heap *h)
 {
-    (void)h;
+    __atomic_store_n(&h->wp_all, 0, __ATOMIC_RELAXED);
 }

@@ -128,6 +128,7 @@ struct hp_ent {
 #define ORIG_PAGES 64         /* pages compared per pread */
 
 enum hp_dirty_method { DM_SCAN = 0, DM_PAGEMAP = 1, DM_WP = 2 };
+#define WP_SWITCH 512         /* faults before a transaction goes all-writable */
 
 struct mmk_heap {
     int fd, logfd;
@@ -151,6 +152,10 @@ struct mmk_heap {
     uint64_t *wp_bits;        /* DM_WP: one bit a page of the reservation */
     size_t wp_bits_len;
     int wp_claim;
+    int wp_auto;              /* switch to `bulk` after WP_SWITCH faults in a transaction */
+    int bulk;                 /* DM_SCAN or DM_PAGEMAP: finds pages written while all-RW */
+    int wp_faults;            /* this transaction (signal handler; atomic) */
+    int wp_all;               /* the whole mapping was made writable (atomic) */
     /* commit scratch */
     uint64_t *dirty;          /* sorted page numbers */
     size_t ndirty, cap_dirty;
@@ -162,6 +167,8 @@ struct mmk_heap {
 };
 
 /* heap.c */
+/* Is the whole mapping writable during the transaction? */
+static inline int hp_all_rw(const struct mmk_heap *h);
 static inline uint64_t hp_pages(const mmk_heap *h) { return h->hdr->heap_size >> HP_SHIFT; }
 static inline void *hp_page(const mmk_heap *h, uint64_t pg) { return h->base + (pg << HP_SHIFT); }
 uint32_t mmk__hp_zero_crc(void);
@@ -169,6 +176,11 @@ uint32_t mmk__hp_header_crc(const struct hp_header *hd);
 /* Validate a header read from a file: 0, MMK_EFORMAT or MMK_ECORRUPT. */
 int mmk__hp_header_valid(const struct hp_header *hd, uint64_t file_size, char *why, size_t n);
 int mmk__hp_grow(mmk_heap *h, uint64_t min_new_pages);
+
+static inline int hp_all_rw(const struct mmk_heap *h)
+{
+    return h->dm != DM_WP || __atomic_load_n(&h->wp_all, __ATOMIC_RELAXED);
+}
 
 /* layout helpers */
 static inline uint64_t hp_meta_start(uint64_t g) { return g ? g * HP_GROUP : 1; }
@@ -213,7 +225,7 @@ int mmk__hp_dirty_collect(mmk_heap *h);        /* fills h->dirty / h->ndirty sor
 void mmk__hp_dirty_end(mmk_heap *h);
 int mmk__hp_dirty_add(mmk_heap *h, uint64_t pg);
 int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped); /* new range mapped during txn */
-const char *mmk__hp_dirty_name(int dm);
+const char *mmk__hp_dirty_name(const mmk_heap *h);
 
 /* heap_check.c */
 int mmk__hp_check(mmk_heap *h, char *msg, size_t len);
