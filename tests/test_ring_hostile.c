@@ -180,11 +180,14 @@ static void round_(int k, double seconds, long *ops, long *corrupt, long *other,
     mmk_ring_destroy(r);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     long ops = 0, corrupt = 0, other = 0, okc = 0;
     int rounds = 12;
     double per = (0.3 + 2.0 * test_scale()) / rounds;
+    /* --seconds N: a soak, not for CI */
+    if (argc == 3 && !strcmp(argv[1], "--seconds"))
+        rounds = (int)(atof(argv[2]) / per) + 1;
     for (int k = 0; k < rounds; k++)
         round_(k, per, &ops, &corrupt, &other, &okc);
     printf("hostile peer: %d rounds, %ld calls (%ld succeeded), %ld rounds ended in MMK_ECORRUPT, %ld other "

@@ -246,8 +246,11 @@ static void epoll_consumer(uint64_t total)
     mmk_ring_destroy(r);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* --seconds N: repeat everything for N seconds (a soak, not for CI) */
+    double soak = argc == 3 && !strcmp(argv[1], "--seconds") ? atof(argv[2]) : 0;
+    double t_end = now_sec() + soak;
     pat = malloc(PERIOD + (4u << 20));
     uint64_t s = 0x1234567;
     for (size_t i = 0; i < PERIOD + (4u << 20); i++)
@@ -255,11 +258,13 @@ int main(void)
     for (size_t i = PERIOD; i < PERIOD + (4u << 20); i++)
         pat[i] = pat[i % PERIOD];
     uint64_t gib = (uint64_t)test_scaled(1 << 30);
-    stream(300000, gib, 0);      /* 73 pages: not a power of two */
-    stream(3 * 4096, gib / 8, 1); /* tiny ring, blocking waits all the time */
-    stream(1 << 20, gib / 2, 1);
-    records((uint64_t)test_scaled(300000));
-    epoll_consumer((uint64_t)test_scaled(64 << 20));
+    do {
+        stream(300000, gib, 0);       /* 74 pages: not a power of two */
+        stream(3 * 4096, gib / 8, 1); /* tiny ring, blocking waits all the time */
+        stream(1 << 20, gib / 2, 1);
+        records((uint64_t)test_scaled(300000));
+        epoll_consumer((uint64_t)test_scaled(64 << 20));
+    } while (now_sec() < t_end);
     free(pat);
     printf("ring_threads: ok\n");
     return 0;
