@@ -595,6 +595,24 @@ static int peer_dead(mmk_ring *r, int slot)
     return mmk__os_pid_exited(r->peer_h[slot], pid);
 }
 
+/* After a sleeper raised its need-wakeup flag (a seq_cst store), it must look
+ * at the peer's position with a seq_cst load, not an acquire one: only then
+ * does either it see the new position or the peer see the flag (a plain
+ * MOV on x86, but it matters on weaker CPUs). The value goes into the cache
+ * if it is plausible; ready() judges it. */
+static void sc_refresh(mmk_ring *r, int slot)
+{
+    if (slot == RD) {
+        uint64_t hd = atomic_load_explicit(&r->hdr->head, memory_order_seq_cst);
+        if (hd - r->tail <= r->cap)
+            r->head_cache = hd;
+    } else {
+        uint64_t t = atomic_load_explicit(&r->hdr->tail, memory_order_seq_cst);
+        if (r->head - t <= r->cap)
+            r->tail_cache = t;
+    }
+}
+
 /* ready(r, min) > 0 when the condition holds, 0 when not, < 0 on error. */
 typedef int (*ready_fn)(mmk_ring *r, size_t min);
 
@@ -651,6 +669,7 @@ static int wait_for(mmk_ring *r, size_t min, int timeout_ms, int slot)
             return -ETIMEDOUT;
         uint32_t s = atomic_load_explicit(seq, memory_order_seq_cst);
         atomic_store_explicit(waiting, 1, memory_order_seq_cst);
+        sc_refresh(r, slot);
         rc = ready(r, min);
         if (rc) {
             atomic_store_explicit(waiting, 0, memory_order_relaxed);
@@ -814,6 +833,7 @@ MMK_API int mmk_ring_poll_prepare(mmk_ring *r, unsigned which)
         return rc < 0 && rc != -EPIPE ? rc : 1;
     atomic_store_explicit(rd ? &r->hdr->rd_waiting : &r->hdr->wr_waiting, 1,
                           memory_order_seq_cst);
+    sc_refresh(r, rd ? RD : WR);
     rc = ready(r, 1);
     return rc ? (rc < 0 && rc != -EPIPE ? rc : 1) : 0;
 }
