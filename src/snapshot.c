@@ -77,9 +77,16 @@ struct mmk_region {
 #ifdef MMK__TSAN
 __attribute__((no_sanitize("thread"))) static void copy_page(void *dst, const void *src, size_t n)
 {
-    volatile uint64_t *d = dst;
-    const volatile uint64_t *s = src;
-    for (size_t i = 0; i < n / 8; i++)
+    if (!(((uintptr_t)dst | (uintptr_t)src | n) & 7)) {
+        volatile uint64_t *d = dst;
+        const volatile uint64_t *s = src;
+        for (size_t i = 0; i < n / 8; i++)
+            d[i] = s[i];
+        return;
+    }
+    volatile unsigned char *d = dst; /* any offset and length (partial reads) */
+    const volatile unsigned char *s = src;
+    for (size_t i = 0; i < n; i++)
         d[i] = s[i];
 }
 #else
