@@ -7,6 +7,7 @@
  * then pwrites the pages into the heap file and drops the private copies.
  * The log is reset at checkpoints (heap file synced). See docs/FORMAT.md. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -621,6 +622,19 @@ static int create_new(mmk_heap *h)
 
 /* ------------------------------------------------------------ open/close */
 
+unsigned long mmk__hp_forks;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_child(void)
+{
+    __atomic_add_fetch(&mmk__hp_forks, 1, __ATOMIC_RELAXED);
+}
+
+static void atfork_register(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
+}
+
 static size_t reserve_size(uint64_t heap_size)
 {
     size_t r = RESERVE_DEFAULT;
@@ -701,6 +715,8 @@ MMK_API int mmk_heap_open(const char *path, unsigned flags, mmk_heap **out)
     h->wp_claim = -1;
     h->flags = flags;
     h->pid = getpid();
+    pthread_once(&atfork_once, atfork_register);
+    h->forks = __atomic_load_n(&mmk__hp_forks, __ATOMIC_RELAXED);
     h->log_limit = LOG_LIMIT_DEFAULT;
     const char *ll = getenv("MMK_HEAP_LOG_LIMIT");
     if (ll && *ll)
@@ -808,7 +824,7 @@ MMK_API void mmk_heap_close(mmk_heap *h)
 {
     if (!h)
         return;
-    if (h->pid == getpid()) {
+    if (!hp_forked(h)) {
         if (h->in_txn)
             mmk_heap_abort(h);
         if (h->in_read)
@@ -823,7 +839,7 @@ static int usable(const mmk_heap *h)
 {
     if (!h)
         return -EINVAL;
-    if (h->pid != getpid())
+    if (hp_forked(h))
         return -ECHILD;
     if (h->broken)
         return h->broken;
@@ -947,7 +963,7 @@ MMK_API int mmk_heap_abort(mmk_heap *h)
 {
     if (!h)
         return -EINVAL;
-    if (h->pid != getpid())
+    if (hp_forked(h))
         return -ECHILD;
     if (!h->in_txn)
         return -EINVAL;
@@ -1293,7 +1309,7 @@ MMK_API int mmk_heap_read_begin(mmk_heap *h)
 
 MMK_API void mmk_heap_read_end(mmk_heap *h)
 {
-    if (!h || !h->in_read || h->pid != getpid())
+    if (!h || !h->in_read || hp_forked(h))
         return;
     h->in_read = 0;
     ofd_unlock(h->fd, LOCK_APPLY);

@@ -21,11 +21,13 @@ const uint32_t mmk__hp_class_size[HP_NCLASS] = {
 const uint8_t mmk__hp_class_pages[HP_NCLASS] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8};
 
-uint32_t mmk__hp_slab_nobj(int cls)
-{
-    uint32_t n = (mmk__hp_class_pages[cls] * HP_PAGE - SLAB_HDR) / mmk__hp_class_size[cls];
-    return n > 256 ? 256 : n;
-}
+/* Slots per slab: min(256, (pages * 4096 - 64) / size), precomputed (the
+ * division showed in profiles). */
+static const uint16_t nobj_tab[HP_NCLASS] = {
+    252, 126, 84, 63, 50, 42, 36, 31, 25, 21, 18, 15,
+    25, 21, 18, 15, 25, 21, 18, 15, 25, 21, 18, 15};
+
+uint32_t mmk__hp_slab_nobj(int cls) { return nobj_tab[cls]; }
 
 static uint8_t class_lut[2048 / 16 + 1];
 
@@ -311,6 +313,7 @@ static int new_slab(mmk_heap *h, int cls, uint64_t *out)
                           .nfree = (uint16_t)mmk__hp_slab_nobj(cls),
                           .nobj = mmk__hp_slab_nobj(cls)};
     class_push(h, pg);
+    h->hdr->class_empty[cls]++;
     *out = pg;
     return 0;
 }
@@ -325,7 +328,7 @@ MMK_API int mmk_heap_alloc(mmk_heap *h, size_t size, mmk_ref *out)
     if (!h || !out || !size || !h->in_txn)
         return -EINVAL;
     *out = 0;
-    if (h->pid != getpid())
+    if (hp_forked(h))
         return -ECHILD;
     struct hp_header *hd = h->hdr;
     if (size > 2048) {
@@ -353,12 +356,19 @@ MMK_API int mmk_heap_alloc(mmk_heap *h, size_t size, mmk_ref *out)
     struct hp_slab *s = slab_at(h, pg);
     if (!s->nfree)
         return CORRUPT;
+    if (s->nfree == s->nobj) { /* an empty slab gets its first object */
+        if (!hd->class_empty[cls])
+            return CORRUPT;
+        hd->class_empty[cls]--;
+    }
     uint32_t slot = 256;
     for (int w = 0; w < 4 && slot == 256; w++)
         if (~s->bitmap[w])
             slot = (uint32_t)(w * 64 + __builtin_ctzll(~s->bitmap[w]));
     if (slot >= s->nobj)
         return CORRUPT; /* nfree said there was room */
+    if (s->nfree == 1 && s->next && slab_valid(h, s->next, cls))
+        return CORRUPT;
     s->bitmap[slot / 64] |= 1ull << (slot % 64);
     if (--s->nfree == 0)
         class_remove(h, pg);
@@ -375,7 +385,7 @@ MMK_API int mmk_heap_free(mmk_heap *h, mmk_ref ref)
 {
     if (!h || !h->in_txn)
         return -EINVAL;
-    if (h->pid != getpid())
+    if (hp_forked(h))
         return -ECHILD;
     struct hp_header *hd = h->hdr;
     if (!ref || ref >= hd->heap_size)
@@ -422,16 +432,24 @@ MMK_API int mmk_heap_free(mmk_heap *h, mmk_ref ref)
     uint64_t slot = (rel - SLAB_HDR) / csize;
     if (slot >= s->nobj || !(s->bitmap[slot / 64] & (1ull << (slot % 64))))
         return -EINVAL; /* not allocated: a double free or a made-up ref */
+    int was_full = s->nfree == 0;
+    if (was_full && hd->class_head[cls] && slab_valid(h, hd->class_head[cls], cls))
+        return CORRUPT;
+    if (!was_full && s->nfree + 1u == s->nobj && hd->class_empty[cls] >= 2 &&
+        class_links_valid(h, head))
+        return CORRUPT;
     s->bitmap[slot / 64] &= ~(1ull << (slot % 64));
     hd->used_bytes -= csize;
     hd->objects--;
-    if (s->nfree++ == 0) {
+    if (s->nfree++ == 0)
         class_push(h, head);
-    } else if (class_links_valid(h, head)) {
-        return CORRUPT;
-    }
-    if (s->nfree == s->nobj && (s->prev || s->next)) {
-        /* Empty and not the class's only slab: give its pages back. */
+    if (s->nfree == s->nobj) {
+        /* Empty: keep up to two per class (no churn when a workload frees
+         * and allocates again), give the pages of any more back. */
+        if (hd->class_empty[cls] < 2) {
+            hd->class_empty[cls]++;
+            return 0;
+        }
         class_remove(h, head);
         uint64_t np = mmk__hp_class_pages[cls];
         for (uint64_t k = 0; k < np; k++)

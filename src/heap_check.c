@@ -107,7 +107,7 @@ static int desc_of(struct ck *c, uint64_t pg, uint32_t *d)
 }
 
 struct walk {
-    uint64_t free_pages, used, objects, runs, slabs_with_room[HP_NCLASS];
+    uint64_t free_pages, used, objects, runs, slabs_with_room[HP_NCLASS], empty[HP_NCLASS];
 };
 
 static int walk_group(struct ck *c, uint64_t g, struct walk *w)
@@ -193,6 +193,8 @@ static int walk_group(struct ck *c, uint64_t g, struct walk *w)
             }
             if (s.nfree)
                 w->slabs_with_room[cls]++;
+            if (s.nfree == nobj)
+                w->empty[cls]++;
             w->used += (uint64_t)inuse * mmk__hp_class_size[cls];
             w->objects += inuse;
             p += np;
@@ -254,6 +256,9 @@ static int check_lists(struct ck *c, const struct walk *w)
             prev = cur;
             cur = s.next;
         }
+        if (w->empty[cls] != c->hd.class_empty[cls])
+            return bad(c, "class %d: header counts %u empty slabs, the pages show %llu", cls,
+                       c->hd.class_empty[cls], (unsigned long long)w->empty[cls]);
         if (n != w->slabs_with_room[cls])
             return bad(c, "slab list of class %d: %llu entries, %llu slabs have room", cls,
                        (unsigned long long)n, (unsigned long long)w->slabs_with_room[cls]);

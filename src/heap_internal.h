@@ -66,7 +66,8 @@ struct hp_header {
     uint64_t hiwater;         /* pages >= hiwater were never handed out: zero */
     uint64_t class_head[HP_NCLASS]; /* first slab with free slots, page number */
     uint64_t bin_head[HP_NBIN];     /* free runs of [2^i, 2^(i+1)) pages */
-    uint64_t reserved[8];
+    uint16_t class_empty[HP_NCLASS]; /* empty slabs kept per class (at most 2) */
+    uint64_t reserved[2];
     uint32_t pad;
     uint32_t crc;             /* CRC32C of this struct with crc = 0 */
 };
@@ -134,6 +135,7 @@ struct mmk_heap {
     int fd, logfd;
     unsigned flags;
     pid_t pid;
+    unsigned long forks;      /* mmk__hp_forks at open: differs in a forked child */
     char *path;
     char *logpath;
     unsigned char *base;      /* reservation start = heap offset 0 */
@@ -167,6 +169,12 @@ struct mmk_heap {
 };
 
 /* heap.c */
+extern unsigned long mmk__hp_forks; /* bumped in every forked child (pthread_atfork) */
+/* A forked child must not use its parent's handle: no system call needed. */
+static inline int hp_forked(const struct mmk_heap *h)
+{
+    return h->forks != __atomic_load_n(&mmk__hp_forks, __ATOMIC_RELAXED);
+}
 /* Is the whole mapping writable during the transaction? */
 static inline int hp_all_rw(const struct mmk_heap *h);
 static inline uint64_t hp_pages(const mmk_heap *h) { return h->hdr->heap_size >> HP_SHIFT; }
