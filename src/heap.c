@@ -479,16 +479,18 @@ static int map_file(mmk_heap *h, size_t upto, int writable)
 }
 
 /* Map what other processes grew; the file must hold it. */
+/* Also refuses a file cut shorter than the heap (by another program): the
+ * mapping would raise SIGBUS in library code. */
 static int catch_up(mmk_heap *h, int writable)
 {
     uint64_t size = __atomic_load_n(&h->hdr->heap_size, __ATOMIC_ACQUIRE);
-    if (size <= h->mapped)
-        return 0;
     struct stat st;
     if (fstat(h->fd, &st))
         return -errno;
     if ((uint64_t)st.st_size < size || size > h->reserve)
         return MMK_ECORRUPT;
+    if (size <= h->mapped)
+        return 0;
     return map_file(h, size, writable);
 }
 
