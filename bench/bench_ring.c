@@ -35,9 +35,11 @@ static struct bench_opts O;
 
 static inline void relax(unsigned *spins)
 {
-    if (++*spins < 128)
+    if (++*spins < 128) {
+#if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
-    else {
+#endif
+    } else {
         *spins = 0;
         sched_yield(); /* 2 vCPUs shared with others: let the peer run */
     }
