@@ -1,4 +1,5 @@
-/* map.h against LMDB, same process, same disk, same run, medians.
+/* map.h against LMDB, same process, same disk, same run, medians (3 runs by
+ * default, 3 with --quick).
  *
  * Workload (issue 7): N random 16-byte keys with 100-byte values, committed
  * every 1000 puts (durable: each commit synced); then N random gets of those
@@ -301,6 +302,11 @@ static double med(struct result *rs, int n, size_t off)
 int main(int argc, char **argv)
 {
     struct bench_opts o = bench_parse(argc, argv);
+    int runs_given = 0;
+    for (int i = 1; i < argc; i++)
+        runs_given |= !strcmp(argv[i], "--runs");
+    if (!runs_given && !o.quick)
+        o.runs = 3; /* a full run of 1 M durable puts takes minutes a side */
     if (o.runs > MAXRUNS)
         o.runs = MAXRUNS;
     nkeys = o.quick ? 100000 : 1000000;
