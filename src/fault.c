@@ -85,7 +85,9 @@ struct guard {
     volatile sig_atomic_t active;
     volatile int err;
 };
-static __thread struct guard t_guard;
+/* initial-exec: the handler reads it, and must not be the first to touch it
+ * through __tls_get_addr (which may allocate) in a shared library. */
+static __thread struct guard t_guard __attribute__((tls_model("initial-exec")));
 #endif
 
 static int lazy_pin(void);

@@ -289,5 +289,5 @@ mmk__fault_fixup_avx:
 #endif
 
 #if defined(__linux__) && defined(__ELF__)
-        .section .note.GNU-stack,"",@progbits
+        .section .note.GNU-stack,"",%progbits
 #endif
