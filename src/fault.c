@@ -23,7 +23,7 @@
 #include "fault_internal.h"
 #include "internal.h"
 
-#if defined(__x86_64__) && !defined(MMK_FAULT_FORCE_PORTABLE)
+#if defined(__x86_64__) && defined(__linux__) && !defined(MMK_FAULT_FORCE_PORTABLE)
 #define MMK__FAULT_TABLE 1
 #else
 #define MMK__FAULT_TABLE 0

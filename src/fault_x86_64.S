@@ -12,7 +12,7 @@
  *
  * Loads never reach outside [src, src+n): small sizes use overlapping
  * accesses from both ends instead of reading a whole word past the end. */
-#if defined(__x86_64__) && !defined(MMK_FAULT_FORCE_PORTABLE)
+#if defined(__x86_64__) && defined(__linux__) && !defined(MMK_FAULT_FORCE_PORTABLE)
 
 #define COPY_REP_THRESHOLD 4096
 
