@@ -144,15 +144,18 @@ static int grow_file(mmk_file *f, uint64_t from, uint64_t to)
 {
     if (to > (uint64_t)LLONG_MAX)
         return -EFBIG;
+    struct stat st0, st;
+    if (fstat(f->fd, &st0))
+        return -errno;
     if (fallocate(f->fd, 0, (off_t)from, (off_t)(to - from)) == 0)
         return 0;
     int e = errno;
     if (e == EOPNOTSUPP || e == ENOSYS)
-        return ftruncate(f->fd, (off_t)to) ? -errno : 0;
-    /* A failed fallocate may have extended the file part way. */
-    struct stat st;
-    if (fstat(f->fd, &st) == 0 && (uint64_t)st.st_size != from)
-        (void)!ftruncate(f->fd, (off_t)from);
+        return (uint64_t)st0.st_size >= to || ftruncate(f->fd, (off_t)to) == 0 ? 0 : -errno;
+    /* A failed fallocate may have extended the file part way: put back the
+     * size it had (`from` may be stale if someone else changed the file). */
+    if (fstat(f->fd, &st) == 0 && st.st_size != st0.st_size)
+        (void)!ftruncate(f->fd, st0.st_size);
     return -e;
 }
 
