@@ -3,6 +3,7 @@
  * inside the reservation (the mapping never moves), resize, sync, advice,
  * the unguarded view, a file truncated by someone else, and the policy
  * (pread for /proc files, both policies give the same bytes). */
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -34,6 +35,30 @@ static const char *tmp(const char *name)
 
 static unsigned char pat(uint64_t off) { return (unsigned char)(off * 131 + (off >> 10) * 17 + 5); }
 
+/* Find our descriptor for `path` in /proc/self/fd: 1 if close-on-exec,
+ * 0 if not, -1 if there is none. */
+static int fd_of_is_cloexec(const char *path)
+{
+    DIR *d = opendir("/proc/self/fd");
+    CHECK(d != NULL);
+    struct dirent *e;
+    int res = -1;
+    while ((e = readdir(d))) {
+        char link[300], target[700];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = 0;
+        if (!strcmp(target, path)) {
+            int fl = fcntl(atoi(e->d_name), F_GETFD);
+            res = fl >= 0 && (fl & FD_CLOEXEC) ? 1 : 0;
+        }
+    }
+    closedir(d);
+    return res;
+}
+
 static void test_flags(void)
 {
     mmk_file *f = (mmk_file *)1;
@@ -55,7 +80,9 @@ static void test_flags(void)
     CHECK(stat(tmp("created"), &st) == 0);
     CHECK_EQ(st.st_mode & 0777, 0600);
     CHECK_EQ(mmk_file_size(f), 0);
+    CHECK(fd_of_is_cloexec(tmp("created")) == 1);
     mmk_file_close(f);
+    CHECK(fd_of_is_cloexec(tmp("created")) == -1); /* closed */
     CHECK_EQ(mmk_file_open(tmp("created"), MMK_FILE_CREATE | MMK_FILE_EXCL, &f), -EEXIST);
     struct mmk_file_opts o = {.mode = 0640};
     CHECK_OK(mmk_file_open_opts(tmp("mode"), MMK_FILE_CREATE, &o, &f));
