@@ -30,6 +30,7 @@
 #include <sys/syscall.h>
 #endif
 
+#include <mmkit/fault.h>
 #include <mmkit/view.h>
 #include <mmkit/vm.h>
 #include "fault_internal.h"
@@ -409,6 +410,8 @@ static int try_mode(mmk_region *r, unsigned mode)
         }
         return rc;
     }
+    if (!mmk_fault_enabled()) /* MMK_FAULT=off: no handler would catch the writes */
+        return -ENOTSUP;
     int id = mmk__fault_claim(r->base, r->size, on_write_fault, r);
     if (id < 0)
         return id;
