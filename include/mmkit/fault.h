@@ -58,11 +58,14 @@ MMK_API int mmk_store_u32_guarded(void *dst, uint32_t v);
 MMK_API int mmk_store_u64_guarded(void *dst, uint64_t v);
 
 /* Install the process-wide handler now (the guarded routines otherwise
- * install it on first use and keep it). Reference-counted: each successful
- * call is undone by one mmk_fault_uninstall; when the count reaches 0 the
- * previous handlers are restored, unless someone replaced ours meanwhile.
- * Install it before your own handlers if you want yours to see faults first;
- * install it after them to have ours chain to them. 0 or -errno. */
+ * install it on first use and keep it for the life of the process).
+ * Reference-counted: each successful call is undone by one
+ * mmk_fault_uninstall; when the count reaches 0 the previous handlers are
+ * restored, unless someone replaced ours meanwhile. If someone did replace
+ * it, mmk_fault_install puts ours back on top, chaining to theirs. Handlers
+ * installed before ours receive every fault that is not ours; handlers
+ * installed after ours see faults first and must chain to the previous
+ * handler for ours to work. 0 or -errno. */
 MMK_API int mmk_fault_install(void);
 MMK_API void mmk_fault_uninstall(void);
 
