@@ -105,11 +105,6 @@ int main(int argc, char **argv)
     printf("| residency of 1 TiB, mincore (extrapolated from 1/64) | %.2f ms | %.0fx slower |\n",
            med(mc, runs) * 1e3, med(mc, runs) / med(pm, runs));
     printf("| zero-page reclaim scan | %.0f ns/resident page | reads each page |\n\n", med(rz, runs));
-    bench_plot_meta("sparse_cost", "Sparse array: cost per page", "operation", "ns per page", 0);
-    bench_plot("sparse_cost", "first-write", 1, med(tp, runs));
-    bench_plot("sparse_cost", "release-range", 2, med(rr, runs));
-    bench_plot("sparse_cost", "release-per-page", 3, med(rp, runs));
-    bench_plot("sparse_cost", "reclaim-scan", 4, med(rz, runs));
     mmk_sparse_destroy(sh);
     mmk_sparse_destroy(s);
     return 0;
