@@ -246,6 +246,70 @@ static void epoll_consumer(uint64_t total)
     mmk_ring_destroy(r);
 }
 
+/* ------------------------------------------------------------ ping-pong */
+
+/* Every message needs a wakeup: the peer is asleep (or about to be) each
+ * time. A lost wakeup shows as a wait that lasts a whole 100 ms slice (the
+ * liveness poll then rescues it): count those. */
+struct pp {
+    mmk_ring *in, *out;
+    long n, slow;
+    int err;
+};
+
+static void *pp_side(void *arg)
+{
+    struct pp *p = arg;
+    for (long i = 0; i < p->n; i++) {
+        double t0 = now_sec();
+        int rc = mmk_ring_wait_readable(p->in, 1, 10000);
+        if (now_sec() - t0 > 0.09)
+            p->slow++;
+        char c;
+        if (rc || mmk_ring_read(p->in, &c, 1, 0) != 1 || c != (char)i) {
+            p->err = 1;
+            return NULL;
+        }
+        if (mmk_ring_write(p->out, &c, 1, 10000) != 1) {
+            p->err = 2;
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static void pingpong(long n)
+{
+    mmk_ring *a, *b;
+    CHECK_OK(mmk_ring_create(4096, 0, &a));
+    CHECK_OK(mmk_ring_create(4096, 0, &b));
+    struct pp echo = {a, b, n, 0, 0};
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, pp_side, &echo), 0);
+    long slow = 0;
+    double t0 = now_sec();
+    for (long i = 0; i < n; i++) {
+        char c = (char)i;
+        CHECK_EQ(mmk_ring_write(a, &c, 1, 10000), 1);
+        double w0 = now_sec();
+        CHECK_OK(mmk_ring_wait_readable(b, 1, 10000));
+        if (now_sec() - w0 > 0.09)
+            slow++;
+        CHECK_EQ(mmk_ring_read(b, &c, 1, 0), 1);
+        CHECK_EQ(c, (char)i);
+    }
+    pthread_join(t, NULL);
+    CHECK_EQ(echo.err, 0);
+    double dt = now_sec() - t0;
+    printf("ping-pong: %ld round trips, %.1f us each, %ld waits took a whole slice\n", n,
+           dt / (double)n * 1e6, slow + echo.slow);
+    /* A systematic lost wakeup would make most of them slow; a loaded
+     * machine may stall a thread now and then. */
+    CHECK(slow + echo.slow <= 3 + n / 1000);
+    mmk_ring_destroy(a);
+    mmk_ring_destroy(b);
+}
+
 int main(int argc, char **argv)
 {
     /* --seconds N: repeat everything for N seconds (a soak, not for CI) */
@@ -264,6 +328,7 @@ int main(int argc, char **argv)
         stream(1 << 20, gib / 2, 1);
         records((uint64_t)test_scaled(300000));
         epoll_consumer((uint64_t)test_scaled(64 << 20));
+        pingpong(test_scaled(20000));
     } while (now_sec() < t_end);
     free(pat);
     printf("ring_threads: ok\n");
