@@ -448,6 +448,13 @@ static void test_claims(void)
     CHECK_EQ(atomic_load(&claim_write), 1);
 #endif
     CHECK(p[10] == 9);
+    /* A read fault says so too. */
+    CHECK_OK(mprotect(p, page, PROT_NONE));
+    CHECK_EQ((int)*(volatile char *)(p + 10), 9);
+    CHECK_EQ(atomic_load(&claim_calls), 2);
+#if defined(__x86_64__)
+    CHECK_EQ(atomic_load(&claim_write), 0);
+#endif
     mmk__fault_unclaim(id);
     mmk__fault_unclaim(id); /* a second unclaim is harmless */
 
@@ -457,7 +464,7 @@ static void test_claims(void)
     CHECK(id >= 0);
     char buf[8];
     CHECK_EQ(mmk_copy_guarded(buf, p + page, 8), -EFAULT);
-    CHECK_EQ(atomic_load(&claim_calls), 2);
+    CHECK_EQ(atomic_load(&claim_calls), 3);
     mmk__fault_unclaim(id);
 
     /* The table is finite and says so. */
