@@ -97,6 +97,24 @@ static void test_flags(void)
     mmk_file_close(f);
 }
 
+/* The permissions of the mapping holding addr in /proc/self/maps, "" if none. */
+static const char *maps_perms(const void *addr)
+{
+    static char perms[8];
+    perms[0] = 0;
+    FILE *m = fopen("/proc/self/maps", "re");
+    CHECK(m != NULL);
+    unsigned long lo, hi;
+    char pr[8];
+    while (fscanf(m, "%lx-%lx %7s%*[^\n]", &lo, &hi, pr) == 3)
+        if ((uintptr_t)addr >= lo && (uintptr_t)addr < hi) {
+            snprintf(perms, sizeof perms, "%s", pr);
+            break;
+        }
+    fclose(m);
+    return perms;
+}
+
 static void check_pattern(mmk_file *f, uint64_t off, size_t len)
 {
     unsigned char *b = malloc(len + 1);
@@ -153,6 +171,9 @@ static void test_rw(unsigned policy)
         CHECK_OK(mmk_file_view(f, &view1, &vs));
         CHECK(view1 == view0 && vs == total);
         CHECK(((unsigned char *)view1)[total - 1] == pat(total - 1));
+        /* Shared file mapping at the start, PROT_NONE reservation after. */
+        CHECK(!strcmp(maps_perms(view1), "rw-s"));
+        CHECK(!strcmp(maps_perms((char *)view1 + ((size_t)32 << 30)), "---p"));
     }
 
     /* Resize: shrink, then grow (zeros), with reads to match. */
