@@ -283,6 +283,21 @@ static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint
     return 1;
 }
 
+/* Mark the file's header (still the previous commit's) as "commit id being
+ * applied": if the applier dies half-way, readers and the next writer see
+ * the mark and recover instead of trusting a half-applied file. */
+static int mark_applying(mmk_heap *h, uint64_t commit_id)
+{
+    struct hp_header old;
+    ssize_t g = IO->pread(h->fd, &old, sizeof old, 0);
+    if (g != (ssize_t)sizeof old || old.magic != HP_MAGIC || old.crc != mmk__hp_header_crc(&old))
+        return 0; /* no valid header to mark: recovery replays from the log anyway */
+    old.applying = commit_id;
+    old.crc = mmk__hp_header_crc(&old);
+    ssize_t w = IO->pwrite(h->fd, &old, sizeof old, 0);
+    return w < 0 ? (int)w : 0;
+}
+
 /* Apply a validated record to the heap file, page 0 last, so a header that
  * shows the commit means every page of it reached the file. */
 static int rec_apply(mmk_heap *h, const struct hp_rec *r, const unsigned char *data)
@@ -299,6 +314,9 @@ static int rec_apply(mmk_heap *h, const struct hp_rec *r, const unsigned char *d
     uint64_t total = 0;
     for (uint32_t i = 0; i < r->npages; i++)
         total += e[i].len;
+    int rc = mark_applying(h, r->commit_id);
+    if (rc)
+        return rc;
     for (uint32_t i = r->npages; i-- > 0;) {
         total -= e[i].len;
         if (!e[i].len)
@@ -436,7 +454,7 @@ static int recover_locked(mmk_heap *h, int can_write)
         h->log_gen = 0; /* no usable log: begin starts one */
     }
     if (need == 0)
-        return hv;
+        return hv == 0 && hd.applying ? MMK_ECORRUPT /* half-applied, record gone */ : hv;
     if (!can_write)
         return -EROFS;
     uint64_t applied;
@@ -888,7 +906,7 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
         } else
             need = 2;
     }
-    if (need || !log_ok || hd->crc != mmk__hp_header_crc(hd)) {
+    if (need || !log_ok || hd->applying || hd->crc != mmk__hp_header_crc(hd)) {
         rc = recover_locked(h, 1);
         if (rc)
             goto unlock;
@@ -1164,6 +1182,7 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
     uint64_t off = hd->log_gen == h->log_gen && hd->log_off >= HP_PAGE ? hd->log_off : HP_PAGE;
     uint64_t len = mmk__align_up(meta_len + dlen, REC_ALIGN);
     hd->commit_id++;
+    hd->applying = 0;
     hd->log_gen = h->log_gen;
     hd->log_off = off + len;
     hd->crc = mmk__hp_header_crc(hd);
@@ -1200,6 +1219,7 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
     /* 3. apply to the file while readers are held off. */
     rc = apply_lock(h);
     if (!rc) {
+        rc = mark_applying(h, hd->commit_id);
         for (size_t i = 0; i < n && !rc;) {
             if (h->dirty[i] == 0) { /* the header goes last */
                 i++;
@@ -1284,15 +1304,16 @@ MMK_API int mmk_heap_read_begin(mmk_heap *h)
     rc = view_lock(h);
     if (rc)
         return rc;
-    if (h->hdr->crc != mmk__hp_header_crc(h->hdr)) {
-        /* A writer died while applying: recover under the writer lock. */
+    if (h->hdr->applying || h->hdr->crc != mmk__hp_header_crc(h->hdr)) {
+        /* A writer died while applying: the file is half one commit, half
+         * the next. Recover under the writer lock (a read-only handle waits
+         * for a writer to do it). */
         ofd_unlock(h->fd, LOCK_APPLY);
-        if (h->flags & MMK_HEAP_RDONLY)
-            return MMK_ECORRUPT;
-        rc = ofd_lock(h->fd, F_WRLCK, LOCK_WRITER, 1);
+        int ro = !!(h->flags & MMK_HEAP_RDONLY);
+        rc = ofd_lock(h->fd, ro ? F_RDLCK : F_WRLCK, LOCK_WRITER, 1);
         if (rc)
             return rc;
-        rc = recover_locked(h, 1);
+        rc = recover_locked(h, !ro);
         ofd_unlock(h->fd, LOCK_WRITER);
         if (rc)
             return rc;

@@ -67,7 +67,9 @@ struct hp_header {
     uint64_t class_head[HP_NCLASS]; /* first slab with free slots, page number */
     uint64_t bin_head[HP_NBIN];     /* free runs of [2^i, 2^(i+1)) pages */
     uint16_t class_empty[HP_NCLASS]; /* empty slabs kept per class (at most 2) */
-    uint64_t reserved[2];
+    uint64_t applying;        /* set (with the old commit's fields) while a commit is
+                               * pwritten into the file: seen later, the applier died */
+    uint64_t reserved[1];
     uint32_t pad;
     uint32_t crc;             /* CRC32C of this struct with crc = 0 */
 };
