@@ -183,7 +183,11 @@ static void test_processes_and_protection(void)
     int st = run_child(child_uses_parent, h);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     st = run_child(child_stray_write, h);
+#ifdef MMK_SANITIZE_BUILD
+    CHECK(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0)); /* sanitizer reports it */
+#else
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
+#endif
     mmk_heap_close(h);
 
     mmk_heap *ro;
