@@ -642,7 +642,7 @@ static void run_seed(uint64_t s, long txns)
     st.seeds++;
     snprintf(path, sizeof path, "%s/h%llu.heap", dir, (unsigned long long)s);
     snprintf(imgpath, sizeof imgpath, "%s/img.heap", dir);
-    static const char *limits[] = {"131072", "524288", "2097152", "33554432"};
+    static const char *limits[] = {"16384", "131072", "1048576", "33554432"};
     setenv("MMK_HEAP_LOG_LIMIT", limits[s % 4], 1);
     memset(&m_ack, 0, sizeof m_ack);
     ack_cid = 0;
