@@ -1162,8 +1162,12 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
                 lo = 0;
                 hi = HP_PAGE / 8;
             }
-            e[q] = (struct hp_ent){.page = h->dirty[q], .off = lo * 8, .len = (hi - lo) * 8};
-            e[q].crc = mmk__crc32c(0, a + lo, e[q].len);
+            uint64_t pg = h->dirty[q];
+            e[q] = (struct hp_ent){.page = pg, .off = lo * 8, .len = (hi - lo) * 8};
+            if (e[q].len == HP_PAGE && pg != hp_meta_start(hp_group(pg)))
+                e[q].crc = *hp_csum_ptr(h, pg) ^ z; /* computed above for the table */
+            else
+                e[q].crc = mmk__crc32c(0, a + lo, e[q].len);
             dlen += e[q].len;
             if (!e[q].len)
                 continue;
