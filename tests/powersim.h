@@ -106,6 +106,8 @@ struct ps {
     void (*at_sync)(int file);
     void (*at_write)(int file);
     struct ps_faults fault;
+    long img_fail_in;    /* fail the Nth write to an image file (a crash inside recovery) */
+    int img_fail_now;
     /* counters */
     uint64_t nwrites, nsyncs, nfailed_syncs, ndirsyncs;
     uint64_t syncs_ok[PS_NFILE];
@@ -180,6 +182,8 @@ static inline int ps_file_of_w(int fd, uint64_t off, uint64_t len)
     int k = ps_fd_kind(fd);
     if (k >= PS_NFILE) {
         ps_mark_stale(k - PS_NFILE, off, len);
+        if (PS.img_fail_in > 0 && --PS.img_fail_in == 0)
+            PS.img_fail_now = 1;
         return -1;
     }
     return PS.recording ? k : -1;
@@ -329,6 +333,10 @@ static inline int ps_counts(int i)
 static inline ssize_t ps_pwrite(int fd, const void *buf, size_t n, uint64_t off)
 {
     int i = ps_file_of_w(fd, off, n);
+    if (PS.img_fail_now) {
+        PS.img_fail_now = 0;
+        return -EIO;
+    }
     if (i < 0)
         return mmk__heap_io_default.pwrite(fd, buf, n, off);
     if (ps_counts(i) && ps_fault_hit(&PS.fault.write_in, i)) {
@@ -356,6 +364,10 @@ static inline ssize_t ps_pwritev(int fd, const struct iovec *iov, int cnt, uint6
     for (int k = 0; k < cnt; k++)
         all += iov[k].iov_len;
     int i = ps_file_of_w(fd, off, all);
+    if (PS.img_fail_now) {
+        PS.img_fail_now = 0;
+        return -EIO;
+    }
     if (i < 0)
         return mmk__heap_io_default.pwritev(fd, iov, cnt, off);
     if (ps_counts(i) && ps_fault_hit(&PS.fault.write_in, i)) {

@@ -52,6 +52,7 @@ static mmk_heap *H;
 static struct model m_ack, m_txn;
 static uint64_t ack_cid;
 static int in_commit, creating, keep, with_creation;
+static uint64_t log_syncs0; /* successful log syncs before the commit in flight */
 static uint32_t *pagecrc;
 static uint64_t pagecrc_n, ack_digest, ack_heap_size;
 static struct ps_image img;
@@ -83,7 +84,7 @@ static int npend;
 
 static struct {
     long images, power, proc, points, creation, next_ok, fails, commits, aborts, reopens;
-    long rec_ack, rec_flight, seeds, syncs, nosync_seeds, points_by[3];
+    long rec_ack, rec_flight, seeds, syncs, nosync_seeds, points_by[3], interrupted;
     long ns_exact, ns_older, ns_refused, ns_wrong, ns_images;
     uint64_t max_heap;
 } st;
@@ -342,6 +343,17 @@ static void judge(const char *kind, const char *plan, int power)
         st.proc++;
     char why[300] = "";
     mmk_heap *g = NULL;
+    if (power && !creating && test_rand(&PS.rng) % 8 == 0) {
+        /* a crash inside recovery (a write of it fails: the process stops
+         * there), then recovery again */
+        PS.img_fail_in = 1 + (long)(test_rand(&PS.rng) % 6);
+        int r0 = mmk_heap_open(imgpath, 0, &g);
+        st.interrupted += PS.img_fail_in == 0 && r0 != 0;
+        PS.img_fail_in = 0;
+        PS.img_fail_now = 0;
+        mmk_heap_close(g);
+        g = NULL;
+    }
     int rc = mmk_heap_open(imgpath, creating ? MMK_HEAP_CREATE : 0, &g);
     if (rc) {
         snprintf(why, sizeof why, "open: %s", mmk_strerror(rc));
@@ -363,6 +375,13 @@ static void judge(const char *kind, const char *plan, int power)
             goto bad;
         }
     } else if (hs.commit_id == ack_cid) {
+        /* stricter than the API: once the record's log sync completed, the
+         * commit in flight is durable and recovery must not drop it */
+        if (in_commit && !nosync && PS.syncs_ok[PS_LOG] > log_syncs0) {
+            snprintf(why, sizeof why, "commit %llu in flight was durable (its log sync completed) "
+                     "and was dropped", (unsigned long long)ack_cid + 1);
+            goto bad;
+        }
         st.rec_ack++;
         if (verify_model(g, &m_ack, why, sizeof why))
             goto bad;
@@ -613,6 +632,7 @@ static void one_txn(uint64_t *rng)
         return;
     }
     in_commit = 1;
+    log_syncs0 = PS.syncs_ok[PS_LOG];
     CHECK_OK(mmk_heap_commit(H));
     in_commit = 0;
     struct mmk_heap_stats hs;
@@ -739,9 +759,9 @@ int main(int argc, char **argv)
            "survey of %ld images: exact %ld, an older commit intact %ld, refused "
            "(open/check error) %ld, other content with check passing %ld\n",
            st.nosync_seeds, st.ns_images, st.ns_exact, st.ns_older, st.ns_refused, st.ns_wrong);
-    printf("recovered to the acknowledged commit %ld, to the one in flight %ld; next commit + "
-           "reopen verified %ld; failures %ld; %.1f s\n",
-           st.rec_ack, st.rec_flight, st.next_ok, st.fails, el);
+    printf("recovered to the acknowledged commit %ld, to the one in flight %ld; recoveries "
+           "interrupted and redone %ld; next commit + reopen verified %ld; failures %ld; %.1f s\n",
+           st.rec_ack, st.rec_flight, st.interrupted, st.next_ok, st.fails, el);
     if (!st.fails || !keep)
         rm_rf(dir);
     return st.fails ? 1 : 0;
