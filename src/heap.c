@@ -231,6 +231,9 @@ static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint
         return 0;
     struct hp_rec r;
     memcpy(&r, first, sizeof r);
+    struct stat st;
+    if (fstat(h->logfd, &st) || r.len > (uint64_t)st.st_size || off > (uint64_t)st.st_size - r.len)
+        return 0; /* a record never extends past the log's end: bounds what we allocate */
     if (r.magic != REC_MAGIC || r.gen != gen || r.commit_id != expect || r.npages == 0 ||
         r.heap_uuid != uuid || r.npages > (1u << 26) ||
         r.meta_len != sizeof r + (uint64_t)r.npages * sizeof(struct hp_ent) ||
@@ -505,8 +508,10 @@ static int catch_up(mmk_heap *h, int writable)
     struct stat st;
     if (fstat(h->fd, &st))
         return -errno;
-    if ((uint64_t)st.st_size < size || size > h->reserve)
+    if ((uint64_t)st.st_size < size)
         return MMK_ECORRUPT;
+    if (size > h->reserve)
+        return -ENOMEM; /* grown past this handle's reservation: reopen */
     if (size <= h->mapped)
         return 0;
     return map_file(h, size, writable);
