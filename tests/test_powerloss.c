@@ -23,6 +23,7 @@
 #include <mmkit/mmkit.h>
 
 #include "crc32c.h"
+#include "heap_internal.h"
 #include "powersim.h"
 
 #define NSLOT 24
@@ -127,6 +128,18 @@ static uint32_t page_crc(const unsigned char *p)
     return mmk__crc32c(0, p, 4096);
 }
 
+/* Page 0 without the fields that change outside commits (a checkpoint
+ * points the header at the new log generation; an applier marks it). */
+static uint32_t page0_crc(const unsigned char *p)
+{
+    unsigned char c[4096];
+    memcpy(c, p, sizeof c);
+    struct hp_header *hd = (struct hp_header *)c;
+    hd->log_gen = hd->log_off = hd->applying = 0;
+    hd->crc = 0;
+    return page_crc(c);
+}
+
 /* Digest of an open heap's bytes, read through its mapping in a view. */
 static uint64_t heap_digest(mmk_heap *g, uint64_t size)
 {
@@ -136,7 +149,7 @@ static uint64_t heap_digest(mmk_heap *g, uint64_t size)
     CHECK_OK(mmk_heap_read_begin(g));
     const unsigned char *base = (const unsigned char *)mmk_heap_ptr(g, 4096) - 4096;
     for (uint64_t pg = 0; pg < n; pg++)
-        c[pg] = page_crc(base + pg * 4096);
+        c[pg] = pg ? page_crc(base + pg * 4096) : page0_crc(base);
     mmk_heap_read_end(g);
     uint64_t d = fold(c, n);
     free(c);
@@ -161,7 +174,7 @@ static void update_page(uint64_t pg, void *arg)
     if (r < 0)
         r = 0;
     memset(b + r, 0, 4096 - (size_t)r);
-    pagecrc[pg] = page_crc(b);
+    pagecrc[pg] = pg ? page_crc(b) : page0_crc(b);
 }
 
 /* The digest of the real heap file as of now (= the acknowledged commit). */
@@ -663,7 +676,7 @@ static void run_seed(uint64_t s, long txns)
     snprintf(path, sizeof path, "%s/h%llu.heap", dir, (unsigned long long)s);
     snprintf(imgpath, sizeof imgpath, "%s/img.heap", dir);
     static const char *limits[] = {"16384", "131072", "1048576", "33554432"};
-    setenv("MMK_HEAP_LOG_LIMIT", limits[s % 4], 1);
+    setenv("MMK_HEAP_LOG_LIMIT", limits[(st.seeds - 1) % 4], 1);
     memset(&m_ack, 0, sizeof m_ack);
     ack_cid = 0;
     npend = 0;
