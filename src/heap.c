@@ -395,7 +395,22 @@ static int checkpoint(mmk_heap *h, uint64_t commit_id)
         if (rc)
             return rc;
     }
-    return log_write_header(h, h->log_gen + 1, commit_id);
+    int rc = log_write_header(h, h->log_gen + 1, commit_id);
+    if (rc)
+        return rc;
+    /* Point the file's header at the new generation, so every process sees
+     * at its next begin that its cached log state is stale. */
+    struct hp_header c = *h->hdr;
+    c.log_gen = h->log_gen;
+    c.log_off = HP_PAGE;
+    c.applying = 0;
+    c.crc = mmk__hp_header_crc(&c);
+    rc = apply_lock(h);
+    if (rc)
+        return rc;
+    ssize_t w = IO->pwrite(h->fd, &c, sizeof c, 0);
+    apply_unlock(h);
+    return w < 0 ? (int)w : 0;
 }
 
 static int read_file_header(mmk_heap *h, struct hp_header *hd, uint64_t *fsize)
@@ -892,9 +907,12 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
     struct hp_header *hd = h->hdr;
     struct hp_loghdr lh;
     int log_ok = 1;
-    if (hd->log_gen != h->log_gen || !h->log_gen)
+    if (hd->log_gen != h->log_gen || !h->log_gen) {
+        /* another process started a log generation: take its word */
         log_ok = log_read_header(h, hd->heap_uuid, &lh);
-    else
+        h->log_gen = log_ok ? lh.gen : 0;
+        h->log_base = log_ok ? lh.base_commit : 0;
+    } else
         lh = (struct hp_loghdr){.gen = h->log_gen, .base_commit = h->log_base};
     int need = 0;
     uint64_t off, expect;

@@ -220,6 +220,36 @@ int main(void)
     CHECK_EQ(*counter(h), 31);
     mmk_heap_close(h);
 
+    /* Two handles (as two processes would): A checkpoints (a new log
+     * generation), then B commits. B's record must belong to the new
+     * generation, or a reboot that lost the heap page would lose B's commit. */
+    setenv("MMK_HEAP_LOG_LIMIT", "8192", 1);
+    mmk_heap *a, *b;
+    CHECK_OK(mmk_heap_open(path, 0, &a));
+    unsetenv("MMK_HEAP_LOG_LIMIT");
+    CHECK_OK(mmk_heap_open(path, 0, &b));
+    CHECK_OK(bump(b, 40)); /* B's cache is warm */
+    struct mmk_heap_stats st;
+    for (uint64_t i = 41; i < 60; i++)
+        CHECK_OK(bump(a, i));
+    CHECK_OK(mmk_heap_stats(a, &st));
+    CHECK(st.log_bytes < 8192 + 4096); /* A checkpointed */
+    off = mmk_heap_root(b);
+    static char before[4096]; /* the page as the checkpoint made it durable */
+    fd = open(path, O_RDWR);
+    CHECK(fd >= 0);
+    CHECK(pread(fd, before, 4096, (off_t)(off & ~4095ull)) == 4096);
+    CHECK_OK(bump(b, 77));
+    mmk_heap_close(a);
+    mmk_heap_close(b);
+    CHECK(pwrite(fd, before, 4096, (off_t)(off & ~4095ull)) == 4096); /* B's write lost */
+    close(fd);
+    memset(boot, 3, 16);
+    CHECK_OK(mmk_heap_open(path, 0, &h));
+    CHECK_EQ(*counter(h), 77);
+    CHECK_OK(mmk_heap_check(h));
+    mmk_heap_close(h);
+
     mmk__heap_io_set_hooks(NULL);
     test_died_applying();
     rm_rf(test_tmpdir());
