@@ -196,7 +196,7 @@ static void after_fault(int rc, int durable, const char *what)
         hi = 3, durable_but_error++; /* reported an error after the durable point */
     /* a handle opened before the fault, as a reader in another process */
     long k2 = state_of(H2);
-    EXPECT(!known_bugs_ok(6) || k2 == -EIO || k2 == MMK_ECORRUPT || (k2 >= lo && k2 <= hi),
+    EXPECT(k2 == -EIO || k2 == MMK_ECORRUPT || (k2 >= lo && k2 <= hi),
            "%s: another handle's read view shows %ld", what, k2);
     if (rc) {
         /* the handle shows the previous commit or refuses work */
