@@ -387,30 +387,33 @@ static int replay(mmk_heap *h, uint64_t uuid, uint64_t gen, uint64_t off, uint64
     }
 }
 
-/* Sync the heap file and start a new log generation. Writer lock held. */
+/* Start a new log generation whose base is the heap's current commit.
+ * Writer lock held. Order matters for power loss: (1) point the file's
+ * header at the new generation, so other processes see that their cached
+ * log state is stale; (2) sync the heap file, making the commit and that
+ * header durable; (3) write and sync the new log header. A header torn by a
+ * power cut before (2) completes is rebuilt by the replay from the old
+ * generation, whose records each carry the header. */
 static int checkpoint(mmk_heap *h, uint64_t commit_id)
 {
-    if (!(h->flags & MMK_HEAP_NOSYNC)) {
-        int rc = IO->fdatasync(h->fd);
-        if (rc)
-            return rc;
-    }
-    int rc = log_write_header(h, h->log_gen + 1, commit_id);
-    if (rc)
-        return rc;
-    /* Point the file's header at the new generation, so every process sees
-     * at its next begin that its cached log state is stale. */
     struct hp_header c = *h->hdr;
-    c.log_gen = h->log_gen;
+    c.log_gen = h->log_gen + 1;
     c.log_off = HP_PAGE;
     c.applying = 0;
     c.crc = mmk__hp_header_crc(&c);
-    rc = apply_lock(h);
+    int rc = apply_lock(h);
     if (rc)
         return rc;
     ssize_t w = IO->pwrite(h->fd, &c, sizeof c, 0);
     apply_unlock(h);
-    return w < 0 ? (int)w : 0;
+    if (w < 0)
+        return (int)w;
+    if (!(h->flags & MMK_HEAP_NOSYNC)) {
+        rc = IO->fdatasync(h->fd);
+        if (rc)
+            return rc;
+    }
+    return log_write_header(h, c.log_gen, commit_id);
 }
 
 static int read_file_header(mmk_heap *h, struct hp_header *hd, uint64_t *fsize)
@@ -485,9 +488,11 @@ static int recover_locked(mmk_heap *h, int can_write)
     rc = mmk__hp_header_valid(&hd, fsize, NULL, 0);
     if (rc)
         return rc;
-    if (need == 2) {
+    if (need == 2 && applied) {
         /* After a reboot the page cache is gone: make the replayed state
-         * durable and stamp the log with this boot. */
+         * durable and stamp the log with this boot. (With nothing replayed
+         * the file is the durable base already; a checkpoint would rewrite
+         * the header outside any record.) */
         struct mmk_heap tmp = *h;
         tmp.hdr = &hd;
         rc = checkpoint(&tmp, hd.commit_id);
