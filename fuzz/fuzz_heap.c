@@ -96,7 +96,7 @@ static void build_template(void)
     tmpl_log = slurp(logpath, &tmpl_log_len);
     while (tmpl_log_len && !tmpl_log[tmpl_log_len - 1]) /* drop the zeroed tail */
         tmpl_log_len--;
-    tmpl_log_len = (tmpl_log_len + 511) / 512 * 512;
+    tmpl_log_len = (tmpl_log_len + 4095) / 4096 * 4096; /* records are 4 KiB-aligned */
     mmk__heap_io_set_hooks(&fuzz_io);
 }
 

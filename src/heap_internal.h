@@ -105,9 +105,9 @@ struct hp_loghdr {
     uint32_t crc;
 };
 
-/* A redo record, at a 512-byte aligned log offset: this header, npages
+/* A redo record, at a 4096-byte aligned log offset: this header, npages
  * entries (struct hp_ent, ascending pages, page 0 first), then each entry's
- * bytes back to back, zero padding to 512. crc covers header + entries;
+ * bytes back to back, zero padding to 4096. crc covers header + entries;
  * each entry has the CRC32C of its bytes. */
 struct hp_rec {
     uint32_t magic;
@@ -127,7 +127,7 @@ struct hp_ent {
     uint32_t crc;
     uint32_t pad;
 };
-#define REC_ALIGN 512u
+#define REC_ALIGN 4096u      /* a small record is one block; never shares one */
 #define ORIG_PAGES 64         /* pages compared per pread */
 
 enum hp_dirty_method { DM_SCAN = 0, DM_PAGEMAP = 1, DM_WP = 2 };
