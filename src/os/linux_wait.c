@@ -58,6 +58,37 @@ uint64_t mmk__os_now_ns(void)
 
 int mmk__os_getpid(void) { return (int)getpid(); }
 
+#if defined(__linux__) && defined(SYS_membarrier)
+#include <linux/membarrier.h>
+static int membarrier_cmd(int cmd)
+{
+    return syscall(SYS_membarrier, cmd, 0, 0) == 0 ? 0 : -errno;
+}
+#endif
+
+int mmk__os_membarrier_register(void)
+{
+#if defined(__linux__) && defined(SYS_membarrier)
+    int q = (int)syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (q < 0)
+        return -errno;
+    if (!(q & MEMBARRIER_CMD_GLOBAL_EXPEDITED))
+        return -ENOSYS;
+    return membarrier_cmd(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED);
+#else
+    return -ENOSYS;
+#endif
+}
+
+int mmk__os_membarrier(void)
+{
+#if defined(__linux__) && defined(SYS_membarrier)
+    return membarrier_cmd(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+#else
+    return -ENOSYS;
+#endif
+}
+
 int mmk__os_pid_open(int pid)
 {
 #if defined(__linux__) && defined(SYS_pidfd_open)

@@ -47,6 +47,12 @@ void mmk__os_random(void *buf, size_t len);
 int mmk__os_futex_wait(uint32_t *addr, uint32_t val, int64_t timeout_ns);
 void mmk__os_futex_wake(uint32_t *addr);
 uint64_t mmk__os_now_ns(void); /* monotonic */
+/* Asymmetric barriers (membarrier(2)): register this process once, so that a
+ * barrier issued by any process runs a full memory barrier on every CPU
+ * currently running one of this process's threads; 0 or -errno (-ENOSYS
+ * where the OS has none). membarrier issues it: 0 or -errno. */
+int mmk__os_membarrier_register(void);
+int mmk__os_membarrier(void);
 int mmk__os_getpid(void);
 /* A handle on process pid (a pidfd where the kernel has them; -1 means
  * "probe with kill(pid, 0)"). */
