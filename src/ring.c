@@ -26,7 +26,7 @@
 #include "internal.h"
 
 #define RING_MAGIC   0x474e49524b4d4d21ull /* "!MMKRING" little-endian */
-#define RING_VERSION 1u
+#define RING_VERSION 2u /* 2: wake-ups use asymmetric barriers (need_fence) */
 #define RING_ENDIAN  0x01020304u
 #define LINE         128 /* two cache lines: the adjacent-line prefetcher pairs them */
 #define SLICE_NS     100000000ll /* bounded sleeps: a dead peer is seen within this */
@@ -57,6 +57,7 @@ struct ring_hdr {
     _Atomic uint32_t cons_gone;
     _Atomic int32_t prod_pid;               /* who produces / consumes, for liveness */
     _Atomic int32_t cons_pid;
+    _Atomic uint32_t need_fence;            /* a sleeper could not issue membarrier: wakers fence */
     /* wake-up words: the data-ready futex (bumped by the producer) and its
      * need-wakeup flag (set by a consumer about to sleep) */
     _Alignas(LINE) _Atomic uint32_t rd_seq;
@@ -66,11 +67,11 @@ struct ring_hdr {
     _Atomic uint32_t wr_waiting;
 };
 _Static_assert(sizeof(struct ring_hdr) <= 4096, "header fits a page");
-_Static_assert(offsetof(struct ring_hdr, head) == 128, "layout version 1");
-_Static_assert(offsetof(struct ring_hdr, tail) == 256, "layout version 1");
-_Static_assert(offsetof(struct ring_hdr, closed) == 384, "layout version 1");
-_Static_assert(offsetof(struct ring_hdr, rd_seq) == 512, "layout version 1");
-_Static_assert(offsetof(struct ring_hdr, wr_seq) == 640, "layout version 1");
+_Static_assert(offsetof(struct ring_hdr, head) == 128, "layout version 2");
+_Static_assert(offsetof(struct ring_hdr, tail) == 256, "layout version 2");
+_Static_assert(offsetof(struct ring_hdr, closed) == 384, "layout version 2");
+_Static_assert(offsetof(struct ring_hdr, rd_seq) == 512, "layout version 2");
+_Static_assert(offsetof(struct ring_hdr, wr_seq) == 640, "layout version 2");
 
 enum { RD = 0, WR = 1 }; /* eventfd / liveness slots: readable, writable */
 
@@ -82,12 +83,14 @@ struct mmk_ring {
     unsigned pgen;   /* fork generation in which we claimed the producer side */
     int rsv_open;
     size_t rsv_len;
+    uint64_t pub_head; /* last head published (MMK_RING_BATCH: may lag head) */
     /* consumer's private state */
     _Alignas(LINE) uint64_t tail;
     uint64_t head_cache;
     size_t roff;
     unsigned cgen;
     size_t peek_space; /* ring bytes of the record returned by peek, 0: none */
+    uint64_t pub_tail;
     /* cold: set up once */
     _Alignas(LINE) struct ring_hdr *hdr;
     char *data;
@@ -96,6 +99,8 @@ struct mmk_ring {
     size_t cap;
     int fd;
     unsigned flags;
+    int asym;     /* this process is registered for membarrier: wakers need no fence */
+    size_t batch; /* MMK_RING_BATCH: publish after this many bytes */
     _Atomic int broken; /* sticky MMK_ECORRUPT */
     _Atomic int efd[2];
     int peer_pid[2], peer_h[2]; /* cached liveness handles: RD producer, WR consumer */
@@ -116,8 +121,13 @@ static inline void mmk__cpu_relax(void)
  * in the child, compared on each call (a plain load, no getpid). */
 static _Atomic unsigned fork_gen = 1;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static int asym_ok; /* written once under fork_once; a forked child inherits the registration */
 static void on_fork_child(void) { atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed); }
-static void fork_setup(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+static void fork_setup(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+    asym_ok = mmk__os_membarrier_register() == 0;
+}
 
 static inline unsigned gen_now(void) { return atomic_load_explicit(&fork_gen, memory_order_relaxed); }
 
@@ -141,7 +151,7 @@ static void claim_producer(mmk_ring *r)
 {
     struct ring_hdr *h = r->hdr;
     if (!(r->flags & MMK_RING_UNTRUSTED)) {
-        r->head = atomic_load_explicit(&h->head, memory_order_relaxed);
+        r->head = r->pub_head = atomic_load_explicit(&h->head, memory_order_relaxed);
         r->woff = (size_t)(r->head % r->cap);
         r->tail_cache = atomic_load_explicit(&h->tail, memory_order_acquire);
     }
@@ -154,7 +164,7 @@ static void claim_consumer(mmk_ring *r)
 {
     struct ring_hdr *h = r->hdr;
     if (!(r->flags & MMK_RING_UNTRUSTED)) {
-        r->tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
+        r->tail = r->pub_tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
         r->roff = (size_t)(r->tail % r->cap);
         r->head_cache = atomic_load_explicit(&h->head, memory_order_acquire);
         r->peek_space = 0;
@@ -193,23 +203,115 @@ static void wake(mmk_ring *r, _Atomic uint32_t *seq, _Atomic uint32_t *waiting, 
         mmk__os_event_signal(e);
 }
 
-/* Publish a position, then look at the sleeper's flag. The seq_cst store and
- * load pair with the sleeper's seq_cst flag store and position load: one of
- * the two sides sees the other, so no wakeup is lost. */
+/* Wake-ups without a fence on the hot path.
+ *
+ * The need-wakeup handshake is a store-buffering pattern. The waker (the side
+ * that commits) stores its position, then loads the sleeper's flag; the
+ * sleeper stores its flag, then loads the position. If each side's load could
+ * pass its own store, both could miss the other: the sleeper sleeps on a
+ * position that has moved and nobody wakes it. Ordering a store before a
+ * later load needs a full (StoreLoad) barrier, an xchg or mfence on x86,
+ * and paying it on every commit is what kept this ring at half of ck_ring.
+ *
+ * So the barrier is made asymmetric: the sleeper, which is about to make a
+ * system call anyway, pays for both sides. Every process that uses a ring
+ * registers once for membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED); the sleeper
+ * does
+ *     store flag = 1;  membarrier();  load position (seq_cst)
+ * and the waker, in a registered process, does
+ *     store position (release);  compiler barrier;  load flag (relaxed).
+ * Proof that no wake-up is lost. membarrier() returns only after every CPU
+ * running a thread of a registered process has executed a full barrier, at
+ * some point B of that thread's program order (a thread that was not running
+ * passes a context switch, itself a full barrier). Take the waker's point B.
+ * If the waker's position store comes before B, it is visible to every CPU
+ * once membarrier() returns, so the sleeper's later load sees it and the
+ * sleeper does not sleep. If it comes after B, the waker's flag load comes
+ * after B too (program order, kept by the compiler barrier), and B is
+ * ordered after the sleeper's flag store (membarrier begins with a full
+ * barrier on the caller): the waker sees the flag and wakes. Either way
+ * somebody sees the other. This is the argument of liburcu and of the
+ * kernel's own membarrier documentation.
+ *
+ * The waker skips the fence only when its own process is registered (the
+ * sleeper's barrier reaches it) and no sleeper has set need_fence. A
+ * sleeper whose membarrier() fails (no such system call, or a seccomp
+ * filter) sets need_fence, so wakers fence from then on, and itself sleeps
+ * in short slices (SHORT_SLICE_NS) and re-checks, so a wake-up missed in
+ * the instant before a waker sees need_fence costs at most one slice.
+ * Without registration (another OS) every waker fences, as before. */
+#define SHORT_SLICE_NS 1000000ll
+
+static inline int waker_must_fence(const mmk_ring *r)
+{
+    return !r->asym || atomic_load_explicit(&r->hdr->need_fence, memory_order_relaxed);
+}
+
+/* Publish the producer's position and wake a sleeping consumer. */
 static inline void publish_head(mmk_ring *r)
 {
     struct ring_hdr *h = r->hdr;
-    atomic_store_explicit(&h->head, r->head, memory_order_seq_cst);
-    if (atomic_load_explicit(&h->rd_waiting, memory_order_seq_cst))
+    uint32_t w;
+    r->pub_head = r->head;
+    if (mmk__unlikely(waker_must_fence(r))) {
+        atomic_store_explicit(&h->head, r->head, memory_order_seq_cst);
+        w = atomic_load_explicit(&h->rd_waiting, memory_order_seq_cst);
+    } else {
+        atomic_store_explicit(&h->head, r->head, memory_order_release);
+        atomic_signal_fence(memory_order_seq_cst);
+        w = atomic_load_explicit(&h->rd_waiting, memory_order_relaxed);
+    }
+    if (w)
         wake(r, &h->rd_seq, &h->rd_waiting, RD);
 }
 
 static inline void publish_tail(mmk_ring *r)
 {
     struct ring_hdr *h = r->hdr;
-    atomic_store_explicit(&h->tail, r->tail, memory_order_seq_cst);
-    if (atomic_load_explicit(&h->wr_waiting, memory_order_seq_cst))
+    uint32_t w;
+    r->pub_tail = r->tail;
+    if (mmk__unlikely(waker_must_fence(r))) {
+        atomic_store_explicit(&h->tail, r->tail, memory_order_seq_cst);
+        w = atomic_load_explicit(&h->wr_waiting, memory_order_seq_cst);
+    } else {
+        atomic_store_explicit(&h->tail, r->tail, memory_order_release);
+        atomic_signal_fence(memory_order_seq_cst);
+        w = atomic_load_explicit(&h->wr_waiting, memory_order_relaxed);
+    }
+    if (w)
         wake(r, &h->wr_seq, &h->wr_waiting, WR);
+}
+
+/* After a commit or release. MMK_RING_BATCH publishes lazily: once `batch`
+ * bytes are pending, or at once when the peer sleeps (a relaxed peek at its
+ * flag; a stale 0 only delays publication to the next of the points listed
+ * in ring.h: pending bytes are also published whenever this side finds the
+ * ring full/empty, waits, flushes, closes or is destroyed). */
+static inline void commit_head(mmk_ring *r)
+{
+    if ((r->flags & MMK_RING_BATCH) && r->head - r->pub_head < r->batch &&
+        !atomic_load_explicit(&r->hdr->rd_waiting, memory_order_relaxed))
+        return;
+    publish_head(r);
+}
+
+static inline void commit_tail(mmk_ring *r)
+{
+    if ((r->flags & MMK_RING_BATCH) && r->tail - r->pub_tail < r->batch &&
+        !atomic_load_explicit(&r->hdr->wr_waiting, memory_order_relaxed))
+        return;
+    publish_tail(r);
+}
+
+/* The sleeper's half: called after raising a need-wakeup flag and before
+ * re-checking the position. Returns the longest safe sleep. */
+static int64_t sleeper_fence(mmk_ring *r)
+{
+    if (mmk__os_membarrier() == 0)
+        return SLICE_NS;
+    if (!atomic_load_explicit(&r->hdr->need_fence, memory_order_relaxed))
+        atomic_store_explicit(&r->hdr->need_fence, 1, memory_order_seq_cst);
+    return SHORT_SLICE_NS;
 }
 
 /* ------------------------------------------------------------- positions */
@@ -221,6 +323,8 @@ static inline ssize_t prod_free(mmk_ring *r, size_t need)
     size_t fr = r->cap - (size_t)(r->head - r->tail_cache);
     if (fr >= need)
         return (ssize_t)fr;
+    if (r->pub_head != r->head)
+        publish_head(r); /* the consumer may be waiting for what we hold back */
     uint64_t t = atomic_load_explicit(&r->hdr->tail, memory_order_acquire);
     if (mmk__unlikely(r->head - t > r->cap))
         return corrupt(r);
@@ -233,6 +337,8 @@ static inline ssize_t cons_avail(mmk_ring *r, size_t need)
     size_t av = (size_t)(r->head_cache - r->tail);
     if (av >= need)
         return (ssize_t)av;
+    if (r->pub_tail != r->tail)
+        publish_tail(r);
     uint64_t hd = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
     if (mmk__unlikely(hd - r->tail > r->cap))
         return corrupt(r);
@@ -283,6 +389,7 @@ static int map_ring(mmk_ring *r, size_t cap, size_t hsize, size_t align)
     r->maplen = len;
     r->data = base;
     r->cap = cap;
+    r->batch = cap / 16;
     r->hdr = (struct ring_hdr *)((char *)base + 2 * cap);
     return 0;
 }
@@ -302,6 +409,7 @@ static mmk_ring *ring_alloc(void)
         r->peer_h[i] = -1;
     }
     pthread_once(&fork_once, fork_setup);
+    r->asym = asym_ok;
     return r;
 }
 
@@ -345,7 +453,7 @@ MMK_API int mmk_ring_create(size_t min_capacity, unsigned flags, mmk_ring **out)
     if (!out)
         return -EINVAL;
     *out = NULL;
-    if (!min_capacity || (flags & ~(MMK_RING_UNTRUSTED | MMK_RING_HUGE)))
+    if (!min_capacity || (flags & ~(MMK_RING_UNTRUSTED | MMK_RING_HUGE | MMK_RING_BATCH)))
         return -EINVAL;
     size_t page = mmk__pagesz(), unit = page, hp = 0;
     if (flags & MMK_RING_HUGE) {
@@ -359,7 +467,7 @@ MMK_API int mmk_ring_create(size_t min_capacity, unsigned flags, mmk_ring **out)
     mmk_ring *r = ring_alloc();
     if (!r)
         return -ENOMEM;
-    r->flags = flags & MMK_RING_UNTRUSTED;
+    r->flags = flags & (MMK_RING_UNTRUSTED | MMK_RING_BATCH);
     size_t hsize = page;
     int rc = -1;
     if (hp && create_hugetlb(r, cap, hp) > 0) {
@@ -418,7 +526,7 @@ MMK_API int mmk_ring_attach(int fd, unsigned flags, mmk_ring **out)
     *out = NULL;
     if (fd < 0)
         return -EBADF;
-    if (flags & ~MMK_RING_UNTRUSTED)
+    if (flags & ~(MMK_RING_UNTRUSTED | MMK_RING_BATCH))
         return -EINVAL;
     uint64_t size;
     size_t blk, page = mmk__pagesz();
@@ -469,8 +577,8 @@ MMK_API int mmk_ring_attach(int fd, unsigned flags, mmk_ring **out)
         rc = MMK_ECORRUPT;
         goto fail;
     }
-    r->head = r->head_cache = hd;
-    r->tail = r->tail_cache = tl;
+    r->head = r->head_cache = r->pub_head = hd;
+    r->tail = r->tail_cache = r->pub_tail = tl;
     r->woff = (size_t)(hd % cap);
     r->roff = (size_t)(tl % cap);
     *out = r;
@@ -493,6 +601,10 @@ MMK_API void mmk_ring_destroy(mmk_ring *r)
     struct ring_hdr *h = r->hdr;
     unsigned g = gen_now();
     /* Tell a peer waiting on a side we used that nobody is coming. */
+    if (r->pgen == g && r->pub_head != r->head && !r->broken)
+        publish_head(r);
+    if (r->cgen == g && r->pub_tail != r->tail && !r->broken)
+        publish_tail(r);
     if (r->pgen == g) {
         atomic_store_explicit(&h->prod_gone, 1, memory_order_seq_cst);
         atomic_store_explicit(&h->rd_waiting, 1, memory_order_relaxed);
@@ -535,7 +647,7 @@ MMK_API int mmk_ring_write_commit(mmk_ring *r, size_t n)
         return 0;
     r->head += n;
     r->woff = off_add(r, r->woff, n);
-    publish_head(r);
+    commit_head(r);
     return 0;
 }
 
@@ -564,7 +676,31 @@ MMK_API int mmk_ring_read_commit(mmk_ring *r, size_t n)
         return 0;
     r->tail += n;
     r->roff = off_add(r, r->roff, n);
-    publish_tail(r);
+    commit_tail(r);
+    return 0;
+}
+
+MMK_API int mmk_ring_write_flush(mmk_ring *r)
+{
+    if (!r)
+        return -EINVAL;
+    int rc = enter_producer(r);
+    if (rc)
+        return rc;
+    if (r->pub_head != r->head)
+        publish_head(r);
+    return 0;
+}
+
+MMK_API int mmk_ring_read_flush(mmk_ring *r)
+{
+    if (!r)
+        return -EINVAL;
+    int rc = enter_consumer(r);
+    if (rc)
+        return rc;
+    if (r->pub_tail != r->tail)
+        publish_tail(r);
     return 0;
 }
 
@@ -669,13 +805,14 @@ static int wait_for(mmk_ring *r, size_t min, int timeout_ms, int slot)
             return -ETIMEDOUT;
         uint32_t s = atomic_load_explicit(seq, memory_order_seq_cst);
         atomic_store_explicit(waiting, 1, memory_order_seq_cst);
+        int64_t slice = sleeper_fence(r);
         sc_refresh(r, slot);
         rc = ready(r, min);
         if (rc) {
             atomic_store_explicit(waiting, 0, memory_order_relaxed);
             return rc > 0 ? 0 : rc;
         }
-        rc = mmk__os_futex_wait((uint32_t *)seq, s, left < SLICE_NS ? left : SLICE_NS);
+        rc = mmk__os_futex_wait((uint32_t *)seq, s, left < slice ? left : slice);
         if (rc == -ETIMEDOUT && peer_dead(r, slot)) {
             rc = ready(r, min);
             return rc > 0 ? 0 : rc < 0 ? rc : -ECONNRESET;
@@ -718,6 +855,8 @@ MMK_API int mmk_ring_close_write(mmk_ring *r)
     if (!r)
         return -EINVAL;
     struct ring_hdr *h = r->hdr;
+    if (r->pgen == gen_now() && r->pub_head != r->head)
+        publish_head(r); /* closed must follow the last head */
     atomic_store_explicit(&h->closed, 1, memory_order_seq_cst);
     atomic_store_explicit(&h->rd_waiting, 1, memory_order_seq_cst);
     wake(r, &h->rd_seq, &h->rd_waiting, RD);
@@ -760,7 +899,7 @@ MMK_API ssize_t mmk_ring_write(mmk_ring *r, const void *buf, size_t n, int timeo
         memcpy(r->data + r->woff, (const char *)buf + done, k);
         r->head += k;
         r->woff = off_add(r, r->woff, k);
-        publish_head(r);
+        commit_head(r);
         done += k;
     }
     return (ssize_t)done;
@@ -782,7 +921,7 @@ MMK_API ssize_t mmk_ring_read(mmk_ring *r, void *buf, size_t n, int timeout_ms)
     memcpy(buf, r->data + r->roff, k);
     r->tail += k;
     r->roff = off_add(r, r->roff, k);
-    publish_tail(r);
+    commit_tail(r);
     return (ssize_t)k;
 }
 
@@ -833,6 +972,7 @@ MMK_API int mmk_ring_poll_prepare(mmk_ring *r, unsigned which)
         return rc < 0 && rc != -EPIPE ? rc : 1;
     atomic_store_explicit(rd ? &r->hdr->rd_waiting : &r->hdr->wr_waiting, 1,
                           memory_order_seq_cst);
+    sleeper_fence(r);
     sc_refresh(r, rd ? RD : WR);
     rc = ready(r, 1);
     return rc ? (rc < 0 && rc != -EPIPE ? rc : 1) : 0;
@@ -889,7 +1029,7 @@ MMK_API int mmk_ring_rec_commit(mmk_ring *r, size_t len)
     r->rsv_open = 0;
     r->head += sp;
     r->woff = off_add(r, r->woff, sp);
-    publish_head(r);
+    commit_head(r);
     return 0;
 }
 
@@ -944,6 +1084,6 @@ MMK_API int mmk_ring_rec_release(mmk_ring *r)
     r->tail += r->peek_space;
     r->roff = off_add(r, r->roff, r->peek_space);
     r->peek_space = 0;
-    publish_tail(r);
+    commit_tail(r);
     return 0;
 }

@@ -405,6 +405,80 @@ static void test_eventfd(void)
     mmk_ring_destroy(r);
 }
 
+/* MMK_RING_BATCH: commits and releases stay private until a batch fills,
+ * the ring looks full/empty, a flush, close_write or destroy. The peer here
+ * is a second, unbatched handle on the same object. */
+static void test_batch(void)
+{
+    mmk_ring *p, *c;
+    CHECK_OK(mmk_ring_create(16 * page, MMK_RING_BATCH, &p));
+    size_t cap = mmk_ring_capacity(p);
+    CHECK_OK(mmk_ring_attach(mmk_ring_fd(p), 0, &c));
+    void *w;
+    const void *q;
+    CHECK(mmk_ring_write_begin(p, &w) == (ssize_t)cap);
+    memset(w, 7, 100);
+    CHECK_OK(mmk_ring_write_commit(p, 100));
+    CHECK_EQ(mmk_ring_read_begin(c, &q), 0); /* held back */
+    CHECK_EQ(mmk_ring_wait_readable(c, 1, 0), -ETIMEDOUT);
+    CHECK_OK(mmk_ring_write_flush(p));
+    CHECK_EQ(mmk_ring_read_begin(c, &q), 100);
+    CHECK_OK(mmk_ring_write_flush(p)); /* nothing pending: a no-op */
+    /* A full batch (capacity/16) publishes by itself. */
+    CHECK_OK(mmk_ring_write_commit(p, cap / 16 - 1));
+    CHECK_EQ(mmk_ring_wait_readable(c, 101, 0), -ETIMEDOUT); /* (read_begin may answer from its cache) */
+    CHECK_OK(mmk_ring_write_commit(p, 1));
+    CHECK_OK(mmk_ring_wait_readable(c, 100 + cap / 16, 0));
+    /* Finding the ring full publishes what is pending. */
+    ssize_t fr;
+    while ((fr = mmk_ring_write_begin(p, &w)) > 0)
+        CHECK_OK(mmk_ring_write_commit(p, fr < 10 ? (size_t)fr : 10));
+    CHECK_EQ(fr, 0);
+    CHECK_OK(mmk_ring_wait_readable(c, cap, 0));
+    mmk_ring_destroy(c);
+
+    /* The consumer side: a batched handle releasing to an unbatched one. */
+    CHECK_OK(mmk_ring_attach(mmk_ring_fd(p), MMK_RING_BATCH, &c));
+    CHECK_EQ(mmk_ring_read_begin(c, &q), (ssize_t)cap);
+    CHECK_OK(mmk_ring_read_commit(c, 100));
+    mmk_ring_destroy(p);
+    CHECK_OK(mmk_ring_attach(mmk_ring_fd(c), 0, &p)); /* a fresh producer handle */
+    CHECK_EQ(mmk_ring_write_begin(p, &w), 0);          /* the release is held back */
+    CHECK_OK(mmk_ring_read_flush(c));
+    CHECK_EQ(mmk_ring_write_begin(p, &w), 100);
+    CHECK_OK(mmk_ring_read_commit(c, 100));
+    CHECK_EQ(mmk_ring_wait_writable(p, 101, 0), -ETIMEDOUT); /* held back again */
+    /* Draining to empty publishes: the consumer then waits for data. */
+    ssize_t av;
+    while ((av = mmk_ring_read_begin(c, &q)) > 0)
+        CHECK_OK(mmk_ring_read_commit(c, (size_t)av));
+    CHECK_EQ(av, 0);
+    CHECK_OK(mmk_ring_wait_writable(p, cap, 0));
+    mmk_ring_destroy(c);
+    mmk_ring_destroy(p);
+
+    /* close_write and destroy publish the last, unflushed commits. */
+    CHECK_OK(mmk_ring_create(16 * page, MMK_RING_BATCH, &p));
+    CHECK_OK(mmk_ring_attach(mmk_ring_fd(p), 0, &c));
+    void *rec;
+    CHECK_OK(mmk_ring_rec_reserve(p, 5, &rec));
+    memcpy(rec, "hello", 5);
+    CHECK_OK(mmk_ring_rec_commit(p, 5));
+    CHECK_EQ(mmk_ring_rec_peek(c, &q), -EAGAIN);
+    CHECK_OK(mmk_ring_close_write(p));
+    CHECK_EQ(mmk_ring_rec_peek(c, &q), 5);
+    CHECK(!memcmp(q, "hello", 5));
+    CHECK_OK(mmk_ring_rec_release(c));
+    CHECK_EQ(mmk_ring_wait_readable(c, 1, 0), -EPIPE);
+    mmk_ring_destroy(c);
+    CHECK_OK(mmk_ring_attach(mmk_ring_fd(p), 0, &c));
+    mmk_ring_destroy(p);
+    CHECK_EQ(mmk_ring_wait_readable(c, 1, 0), -EPIPE);
+    mmk_ring_destroy(c);
+    CHECK_EQ(mmk_ring_write_flush(NULL), -EINVAL);
+    CHECK_EQ(mmk_ring_read_flush(NULL), -EINVAL);
+}
+
 int main(void)
 {
     page = mmk_page_size();
@@ -420,6 +494,7 @@ int main(void)
     test_attach_validation();
     test_destroy_with_peer();
     test_eventfd();
+    test_batch();
     printf("ring: ok\n");
     return 0;
 }

@@ -1,7 +1,8 @@
 // mmk-test: labels=concurrent timeout=300
 /* ring.h between two threads: 1 GiB (scaled) of bytes in random spans checked
  * byte for byte, spinning and blocking; a record stream ended by close_write;
- * a consumer sleeping in epoll on the eventfd. */
+ * a consumer sleeping in epoll on the eventfd; ping-pong, where every message
+ * needs a wake-up. Streams, records and ping-pong also with MMK_RING_BATCH. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -96,10 +97,10 @@ static int consume(mmk_ring *r, uint64_t total, int blocking, uint64_t seed)
     return 0;
 }
 
-static void stream(size_t cap, uint64_t total, int blocking)
+static void stream(size_t cap, uint64_t total, int blocking, unsigned flags)
 {
     mmk_ring *r;
-    CHECK_OK(mmk_ring_create(cap, 0, &r));
+    CHECK_OK(mmk_ring_create(cap, flags, &r));
     struct job j = {r, total, blocking, 1234 + (uint64_t)blocking, 0};
     pthread_t t;
     double t0 = now_sec();
@@ -109,8 +110,8 @@ static void stream(size_t cap, uint64_t total, int blocking)
     double dt = now_sec() - t0;
     CHECK_EQ(bad, 0);
     CHECK_OK(j.result);
-    printf("%s stream, ring %zu: %.0f MiB in %.2f s (%.2f GB/s)\n",
-           blocking ? "blocking" : "spinning", mmk_ring_capacity(r), (double)total / 1048576, dt,
+    printf("%s%s stream, ring %zu: %.0f MiB in %.2f s (%.2f GB/s)\n",
+           blocking ? "blocking" : "spinning", flags ? " batched" : "", mmk_ring_capacity(r), (double)total / 1048576, dt,
            (double)total / dt / 1e9);
     mmk_ring_destroy(r);
 }
@@ -149,10 +150,10 @@ static void *rec_producer(void *arg)
     return NULL;
 }
 
-static void records(uint64_t count)
+static void records(uint64_t count, unsigned flags)
 {
     mmk_ring *r;
-    CHECK_OK(mmk_ring_create(5 * 4096, 0, &r));
+    CHECK_OK(mmk_ring_create(5 * 4096, flags, &r));
     struct job j = {r, count, 1, 555, 0};
     pthread_t t;
     CHECK_EQ(pthread_create(&t, NULL, rec_producer, &j), 0);
@@ -179,7 +180,7 @@ static void records(uint64_t count)
     pthread_join(t, NULL);
     CHECK_OK(j.result);
     CHECK_EQ(k, count);
-    printf("records: %llu checked\n", (unsigned long long)k);
+    printf("records%s: %llu checked\n", flags ? " (batched)" : "", (unsigned long long)k);
     mmk_ring_destroy(r);
 }
 
@@ -255,6 +256,7 @@ struct pp {
     mmk_ring *in, *out;
     long n, slow;
     int err;
+    int batch; /* MMK_RING_BATCH: flush after each write, as documented */
 };
 
 static void *pp_side(void *arg)
@@ -270,7 +272,7 @@ static void *pp_side(void *arg)
             p->err = 1;
             return NULL;
         }
-        if (mmk_ring_write(p->out, &c, 1, 10000) != 1) {
+        if (mmk_ring_write(p->out, &c, 1, 10000) != 1 || (p->batch && mmk_ring_write_flush(p->out))) {
             p->err = 2;
             return NULL;
         }
@@ -278,12 +280,12 @@ static void *pp_side(void *arg)
     return NULL;
 }
 
-static void pingpong(long n)
+static void pingpong(long n, unsigned flags)
 {
     mmk_ring *a, *b;
-    CHECK_OK(mmk_ring_create(4096, 0, &a));
-    CHECK_OK(mmk_ring_create(4096, 0, &b));
-    struct pp echo = {a, b, n, 0, 0};
+    CHECK_OK(mmk_ring_create(4096, flags, &a));
+    CHECK_OK(mmk_ring_create(4096, flags, &b));
+    struct pp echo = {a, b, n, 0, 0, flags != 0};
     pthread_t t;
     CHECK_EQ(pthread_create(&t, NULL, pp_side, &echo), 0);
     long slow = 0;
@@ -291,6 +293,8 @@ static void pingpong(long n)
     for (long i = 0; i < n; i++) {
         char c = (char)i;
         CHECK_EQ(mmk_ring_write(a, &c, 1, 10000), 1);
+        if (flags)
+            CHECK_OK(mmk_ring_write_flush(a));
         double w0 = now_sec();
         CHECK_OK(mmk_ring_wait_readable(b, 1, 10000));
         if (now_sec() - w0 > 0.09)
@@ -301,7 +305,8 @@ static void pingpong(long n)
     pthread_join(t, NULL);
     CHECK_EQ(echo.err, 0);
     double dt = now_sec() - t0;
-    printf("ping-pong: %ld round trips, %.1f us each, %ld waits took a whole slice\n", n,
+    printf("ping-pong%s: %ld round trips, %.1f us each, %ld waits took a whole slice\n",
+           flags ? " (batched)" : "", n,
            dt / (double)n * 1e6, slow + echo.slow);
     /* A systematic lost wakeup would make most of them slow; a loaded
      * machine may stall a thread now and then. */
@@ -323,12 +328,16 @@ int main(int argc, char **argv)
         pat[i] = pat[i % PERIOD];
     uint64_t gib = (uint64_t)test_scaled(1 << 30);
     do {
-        stream(300000, gib, 0);       /* 74 pages: not a power of two */
-        stream(3 * 4096, gib / 8, 1); /* tiny ring, blocking waits all the time */
-        stream(1 << 20, gib / 2, 1);
-        records((uint64_t)test_scaled(300000));
+        stream(300000, gib, 0, 0);       /* 74 pages: not a power of two */
+        stream(3 * 4096, gib / 8, 1, 0); /* tiny ring, blocking waits all the time */
+        stream(1 << 20, gib / 2, 1, 0);
+        stream(3 * 4096, gib / 8, 1, MMK_RING_BATCH);
+        stream(1 << 20, gib / 4, 1, MMK_RING_BATCH);
+        records((uint64_t)test_scaled(300000), 0);
+        records((uint64_t)test_scaled(300000), MMK_RING_BATCH);
         epoll_consumer((uint64_t)test_scaled(64 << 20));
-        pingpong(test_scaled(20000));
+        pingpong(test_scaled(20000), 0);
+        pingpong(test_scaled(10000), MMK_RING_BATCH);
     } while (now_sec() < t_end);
     free(pat);
     printf("ring_threads: ok\n");
