@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "fault_internal.h"
 #include "heap_internal.h"
 #include "heap_io.h"
 
@@ -27,6 +28,48 @@
 #define LOG_CHUNK ((uint64_t)4 << 20)
 #define LOG_LIMIT_DEFAULT ((uint64_t)32 << 20)
 #define RESERVE_DEFAULT ((size_t)64 << 30)
+
+/* Whole writes: a hook (or a device) may write less than asked; the rest is
+ * written again, and no progress is an error. 0 or -errno. */
+static ssize_t wr(int fd, const void *buf, size_t n, uint64_t off)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = IO->pwrite(fd, (const char *)buf + done, n - done, off + done);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return -EIO;
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+static ssize_t wrv(int fd, const struct iovec *v, int cnt, uint64_t off)
+{
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++)
+        total += v[i].iov_len;
+    ssize_t r = IO->pwritev(fd, v, cnt, off);
+    if (r < 0)
+        return r;
+    size_t skip = (size_t)r;
+    uint64_t o = off + (uint64_t)r;
+    for (int i = 0; i < cnt && skip < total; i++) {
+        if (skip >= v[i].iov_len) {
+            skip -= v[i].iov_len;
+            total -= v[i].iov_len;
+            continue;
+        }
+        ssize_t w = wr(fd, (const char *)v[i].iov_base + skip, v[i].iov_len - skip, o);
+        if (w < 0)
+            return w;
+        o += v[i].iov_len - skip;
+        total -= v[i].iov_len;
+        skip = 0;
+    }
+    return 0;
+}
 
 /* ------------------------------------------------------------ checksums */
 
@@ -171,13 +214,16 @@ static int boot_id(uint8_t out[16])
     return rc;
 }
 
-/* Read the current log header: 1 found (into *out), 0 none valid. */
+/* Read the current log header: 1 found (into *out), 0 none valid, < 0 an
+ * I/O error. */
 static int log_read_header(mmk_heap *h, uint64_t uuid, struct hp_loghdr *out)
 {
     if (h->logfd < 0)
         return 0;
     unsigned char buf[4096];
     ssize_t n = IO->pread(h->logfd, buf, sizeof buf, 0);
+    if (n < 0)
+        return (int)n;
     if (n < (ssize_t)(2048 + sizeof *out))
         return 0;
     int found = 0;
@@ -202,7 +248,7 @@ static int log_write_header(mmk_heap *h, uint64_t gen, uint64_t base_commit)
                           .base_commit = base_commit, .heap_uuid = h->hdr->heap_uuid};
     boot_id(l.boot_id);
     l.crc = loghdr_crc(&l);
-    ssize_t w = IO->pwrite(h->logfd, &l, sizeof l, (gen & 1) * 2048);
+    ssize_t w = wr(h->logfd, &l, sizeof l, (gen & 1) * 2048);
     if (w < 0)
         return (int)w;
     if (!(h->flags & MMK_HEAP_NOSYNC)) {
@@ -227,6 +273,8 @@ static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint
         *data = NULL;
     unsigned char first[HP_PAGE];
     ssize_t n = IO->pread(h->logfd, first, HP_PAGE, off);
+    if (n < 0)
+        return (int)n; /* an unreadable log is an error, not its end */
     if (n < (ssize_t)sizeof(struct hp_rec))
         return 0;
     struct hp_rec r;
@@ -245,9 +293,12 @@ static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint
         return 0;
     if (r.meta_len <= (uint64_t)n)
         memcpy(m, first, r.meta_len);
-    else if (IO->pread(h->logfd, m, r.meta_len, off) != (ssize_t)r.meta_len) {
-        free(m);
-        return 0;
+    else {
+        ssize_t g = IO->pread(h->logfd, m, r.meta_len, off);
+        if (g != (ssize_t)r.meta_len) {
+            free(m);
+            return g < 0 ? (int)g : 0;
+        }
     }
     struct hp_rec *rm = (struct hp_rec *)m;
     uint32_t want = rm->crc;
@@ -269,7 +320,13 @@ static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint
     }
     if (data) {
         unsigned char *d = malloc(total ? total : 1);
-        if (!d || IO->pread(h->logfd, d, total, off + r.meta_len) != (ssize_t)total)
+        ssize_t g = d ? IO->pread(h->logfd, d, total, off + r.meta_len) : -ENOMEM;
+        if (g < 0) {
+            free(d);
+            free(m);
+            return (int)g;
+        }
+        if (g != (ssize_t)total)
             ok = 0;
         uint64_t pos = 0;
         for (uint32_t i = 0; ok && i < r.npages; pos += e[i].len, i++)
@@ -297,7 +354,7 @@ static int mark_applying(mmk_heap *h, uint64_t commit_id)
         return 0; /* no valid header to mark: recovery replays from the log anyway */
     old.applying = commit_id;
     old.crc = mmk__hp_header_crc(&old);
-    ssize_t w = IO->pwrite(h->fd, &old, sizeof old, 0);
+    ssize_t w = wr(h->fd, &old, sizeof old, 0);
     return w < 0 ? (int)w : 0;
 }
 
@@ -324,7 +381,7 @@ static int rec_apply(mmk_heap *h, const struct hp_rec *r, const unsigned char *d
         total -= e[i].len;
         if (!e[i].len)
             continue;
-        ssize_t w = IO->pwrite(h->fd, data + total, e[i].len, (e[i].page << HP_SHIFT) + e[i].off);
+        ssize_t w = wr(h->fd, data + total, e[i].len, (e[i].page << HP_SHIFT) + e[i].off);
         if (w < 0)
             return (int)w;
     }
@@ -359,7 +416,7 @@ static int recovery_needed(mmk_heap *h, const struct hp_header *hd, const struct
     struct hp_rec *m;
     int v = rec_read(h, lh->heap_uuid, *off, lh->gen, *expect, &m, NULL);
     free(m);
-    return v ? 1 : 0;
+    return v < 0 ? v : v ? 1 : 0;
 }
 
 /* Replay valid records from off; stops at the first invalid one. */
@@ -370,8 +427,9 @@ static int replay(mmk_heap *h, uint64_t uuid, uint64_t gen, uint64_t off, uint64
     for (;;) {
         struct hp_rec *m;
         unsigned char *img;
-        if (!rec_read(h, uuid, off, gen, expect, &m, &img))
-            return 0;
+        int v = rec_read(h, uuid, off, gen, expect, &m, &img);
+        if (v <= 0)
+            return v; /* the end of the log, or an I/O error */
         int rc = apply_lock(h);
         if (!rc) {
             rc = rec_apply(h, m, img);
@@ -404,7 +462,7 @@ static int checkpoint(mmk_heap *h, uint64_t commit_id)
     int rc = apply_lock(h);
     if (rc)
         return rc;
-    ssize_t w = IO->pwrite(h->fd, &c, sizeof c, 0);
+    ssize_t w = wr(h->fd, &c, sizeof c, 0);
     apply_unlock(h);
     if (w < 0)
         return (int)w;
@@ -448,8 +506,11 @@ static int recover_locked(mmk_heap *h, int can_write)
     struct hp_loghdr lh;
     /* Without a valid header the uuid is unknown: take the log's word. */
     int log_ok = 0;
-    if (hv == 0)
+    if (hv == 0) {
         log_ok = log_read_header(h, hd.heap_uuid, &lh);
+        if (log_ok < 0)
+            return log_ok;
+    }
     else if (h->logfd >= 0) {
         unsigned char b[4096];
         if (IO->pread(h->logfd, b, sizeof b, 0) == (ssize_t)sizeof b) {
@@ -466,8 +527,10 @@ static int recover_locked(mmk_heap *h, int can_write)
     }
     uint64_t off = 0, expect = 0;
     int need = recovery_needed(h, hv == 0 ? &hd : NULL, &lh, log_ok, &off, &expect);
+    if (need == -1 && (hv || !log_ok))
+        return hv; /* no log and no header: nothing to go on */
     if (need < 0)
-        return hv;
+        return need;
     if (log_ok) {
         h->log_gen = lh.gen;
         h->log_base = lh.base_commit;
@@ -535,6 +598,24 @@ static int catch_up(mmk_heap *h, int writable)
     if (size <= h->mapped)
         return 0;
     return map_file(h, size, writable);
+}
+
+/* A copy of the header as this handle maps it, read with a guarded copy
+ * after checking the file's size: a file cut short by another program
+ * gives MMK_ECORRUPT (or -EIO for an unreadable page), not SIGBUS. */
+static int snap_header(mmk_heap *h, struct hp_header *out)
+{
+    struct stat st;
+    if (fstat(h->fd, &st))
+        return -errno;
+    if ((uint64_t)st.st_size < HP_PAGE)
+        return MMK_ECORRUPT;
+    int rc = mmk__copy_guarded(out, h->hdr, sizeof *out);
+    if (rc)
+        return rc == -EIO ? -EIO : MMK_ECORRUPT;
+    if ((uint64_t)st.st_size < out->heap_size)
+        return MMK_ECORRUPT;
+    return 0;
 }
 
 /* Grow inside a transaction so that a run of `need` contiguous pages fits
@@ -642,7 +723,7 @@ static int create_new(mmk_heap *h)
     for (uint64_t p = 0; !rc && p < HP_MIN_PAGES; p++) {
         if (!memcmp(hp_page(&tmp, p), zero, HP_PAGE))
             continue; /* stays a hole */
-        ssize_t w = IO->pwrite(h->fd, hp_page(&tmp, p), HP_PAGE, p << HP_SHIFT);
+        ssize_t w = wr(h->fd, hp_page(&tmp, p), HP_PAGE, p << HP_SHIFT);
         if (w < 0)
             rc = (int)w;
     }
@@ -909,12 +990,19 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
     if (rc)
         return rc;
     /* A writer killed after its log sync left a commit to apply. */
-    struct hp_header *hd = h->hdr;
+    struct hp_header cur, *hd = &cur;
+    rc = snap_header(h, &cur);
+    if (rc)
+        goto unlock;
     struct hp_loghdr lh;
     int log_ok = 1;
     if (hd->log_gen != h->log_gen || !h->log_gen) {
         /* another process started a log generation: take its word */
         log_ok = log_read_header(h, hd->heap_uuid, &lh);
+        if (log_ok < 0) {
+            rc = log_ok;
+            goto unlock;
+        }
         h->log_gen = log_ok ? lh.gen : 0;
         h->log_base = log_ok ? lh.base_commit : 0;
     } else
@@ -931,11 +1019,17 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
             struct hp_rec *m;
             need = rec_read(h, hd->heap_uuid, off, lh.gen, expect, &m, NULL);
             free(m);
+            if (need < 0) {
+                rc = need;
+                goto unlock;
+            }
         } else
             need = 2;
     }
     if (need || !log_ok || hd->applying || hd->crc != mmk__hp_header_crc(hd)) {
         rc = recover_locked(h, 1);
+        if (!rc)
+            rc = snap_header(h, &cur);
         if (rc)
             goto unlock;
     }
@@ -1058,7 +1152,7 @@ static int log_reserve(mmk_heap *h, uint64_t end)
     uint64_t to = (end + LOG_CHUNK - 1) / LOG_CHUNK * LOG_CHUNK;
     static const unsigned char zero[1 << 16];
     for (uint64_t o = h->log_end_alloc; o < to; o += sizeof zero) {
-        ssize_t w = IO->pwrite(h->logfd, zero, sizeof zero, o);
+        ssize_t w = wr(h->logfd, zero, sizeof zero, o);
         if (w < 0)
             return (int)w;
     }
@@ -1073,8 +1167,10 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         return rc;
     if (!h->in_txn)
         return -EINVAL;
-    struct hp_header *hd = h->hdr;
-    rc = mmk__hp_dirty_collect(h);
+    struct hp_header *hd = h->hdr, cur;
+    rc = snap_header(h, &cur); /* the file may have been cut short meanwhile */
+    if (!rc)
+        rc = mmk__hp_dirty_collect(h);
     if (rc) {
         drop_txn(h, 0);
         return rc;
@@ -1234,16 +1330,20 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
     /* 1. the record, 2. its sync: the commit is durable from here. */
     rc = log_reserve(h, off + len);
     if (!rc) {
-        ssize_t w = IO->pwritev(h->logfd, vec, cnt, off);
+        ssize_t w = wrv(h->logfd, vec, cnt, off);
         if (w < 0)
             rc = (int)w;
     }
     if (!rc && !(h->flags & MMK_HEAP_NOSYNC))
         rc = IO->fdatasync(h->logfd);
     if (rc) {
-        /* Not durable: make sure recovery never replays it, then undo. */
+        /* Not durable, and after a failed sync nothing can be assumed about
+         * what reached the disk: erase the record's header durably so no
+         * recovery ever replays it, then undo. If even that fails, this
+         * handle stops (-EIO). */
         static const unsigned char zero[sizeof(struct hp_rec)];
-        if (IO->pwrite(h->logfd, zero, sizeof zero, off) < 0)
+        if (wr(h->logfd, zero, sizeof zero, off) < 0 ||
+            (!(h->flags & MMK_HEAP_NOSYNC) && IO->fdatasync(h->logfd)))
             h->broken = -EIO;
         drop_txn(h, 1);
         return rc;
@@ -1260,14 +1360,14 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
             size_t j = i + 1;
             while (j < n && h->dirty[j] == h->dirty[j - 1] + 1)
                 j++;
-            ssize_t w = IO->pwrite(h->fd, hp_page(h, h->dirty[i]), (j - i) << HP_SHIFT,
+            ssize_t w = wr(h->fd, hp_page(h, h->dirty[i]), (j - i) << HP_SHIFT,
                                    h->dirty[i] << HP_SHIFT);
             if (w < 0)
                 rc = (int)w;
             i = j;
         }
         if (!rc) {
-            ssize_t w = IO->pwrite(h->fd, hd, HP_PAGE, 0);
+            ssize_t w = wr(h->fd, hd, HP_PAGE, 0);
             if (w < 0)
                 rc = (int)w;
         }
@@ -1336,7 +1436,13 @@ MMK_API int mmk_heap_read_begin(mmk_heap *h)
     rc = view_lock(h);
     if (rc)
         return rc;
-    if (h->hdr->applying || h->hdr->crc != mmk__hp_header_crc(h->hdr)) {
+    struct hp_header cur;
+    rc = snap_header(h, &cur);
+    if (rc) {
+        ofd_unlock(h->fd, LOCK_APPLY);
+        return rc;
+    }
+    if (cur.applying || cur.crc != mmk__hp_header_crc(&cur)) {
         /* A writer died while applying: the file is half one commit, half
          * the next. Recover under the writer lock (a read-only handle waits
          * for a writer to do it). */
