@@ -16,8 +16,12 @@ test -f "$lib/libmmkit.a"
 # Only mmk_ symbols are exported, all under the version node.
 bad=$(nm -D --defined-only "$lib/libmmkit.so" | awk '{print $3}' | grep -v '^mmk_' | grep -v '^MMKIT_' || true)
 if [ -n "$bad" ]; then echo "unexpected exports: $bad"; exit 1; fi
-nm -D --defined-only "$lib/libmmkit.so" | grep -q 'mmk__' && { echo "internal symbol exported"; exit 1; }
-objdump -T "$lib/libmmkit.so" | grep -q 'MMKIT_0.1.*mmk_version'
+# (Output captured first: `producer | grep -q` fails under pipefail when grep
+# exits early and the producer dies of SIGPIPE.)
+syms=$(nm -D --defined-only "$lib/libmmkit.so")
+case "$syms" in *mmk__*) echo "internal symbol exported"; exit 1 ;; esac
+dyn=$(objdump -T "$lib/libmmkit.so")
+echo "$dyn" | grep 'MMKIT_0.1' | grep -q 'mmk_version' || { echo "mmk_version not versioned MMKIT_0.1"; exit 1; }
 
 export PKG_CONFIG_PATH=$lib/pkgconfig
 cc=${CC:-cc}
