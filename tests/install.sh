@@ -21,7 +21,7 @@ if [ -n "$bad" ]; then echo "unexpected exports: $bad"; exit 1; fi
 syms=$(nm -D --defined-only "$lib/libmmkit.so")
 case "$syms" in *mmk__*) echo "internal symbol exported"; exit 1 ;; esac
 dyn=$(objdump -T "$lib/libmmkit.so")
-echo "$dyn" | grep 'MMKIT_0.1' | grep -q 'mmk_version' || { echo "mmk_version not versioned MMKIT_0.1"; exit 1; }
+echo "$dyn" | grep 'MMKIT_0.1' | grep 'mmk_version' >/dev/null || { echo "mmk_version not versioned MMKIT_0.1"; exit 1; }
 
 export PKG_CONFIG_PATH=$lib/pkgconfig
 cc=${CC:-cc}

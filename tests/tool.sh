@@ -7,13 +7,13 @@ fail() { echo "FAIL: $*"; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-"$mmk" --help | grep -q "usage: mmk" || fail "--help"
+"$mmk" --help | grep "usage: mmk" >/dev/null || fail "--help"
 "$mmk" --version | grep -Eq '^mmk [0-9]+\.[0-9]+\.[0-9]+$' || fail "--version"
 "$mmk" >/dev/null 2>&1; [ $? -eq 2 ] || fail "no command should exit 2"
 "$mmk" frobnicate 2>"$tmp/err"; [ $? -eq 2 ] || fail "unknown command should exit 2"
 grep -q "unknown command 'frobnicate'" "$tmp/err" || fail "unknown command message"
 "$mmk" demo --bogus 2>/dev/null; [ $? -eq 2 ] || fail "demo with a bad option should exit 2"
-"$mmk" demo --help | grep -q "usage: mmk demo" || fail "demo --help"
+"$mmk" demo --help | grep "usage: mmk demo" >/dev/null || fail "demo --help"
 
 # The tour runs, leaves no files behind, prints no escape codes with --no-color.
 mkdir "$tmp/t"
