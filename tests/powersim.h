@@ -92,6 +92,7 @@ struct ps_faults {
     long sync_in;        /* fail the Nth fdatasync with -EIO */
     long read_in;        /* fail the Nth pread with -EIO */
     long read_every;     /* with read_in: keep failing every read after it */
+    long trunc_in;       /* fail the Nth ftruncate with -ENOSPC (growth) */
     int sync_outcome;    /* failed sync: 0 random per chunk, 1 all landed, 2 none landed */
 };
 
@@ -448,6 +449,8 @@ static inline int ps_fsync_dir(const char *path)
 static inline int ps_ftruncate(int fd, uint64_t size)
 {
     int i = ps_file_of(fd);
+    if (ps_counts(i) && ps_fault_hit(&PS.fault.trunc_in, i))
+        return -ENOSPC;
     int rc = mmk__heap_io_default.ftruncate(fd, size);
     if (i >= 0 && rc == 0)
         ps_record(i, PS_TRUNC, 0, NULL, size);

@@ -8,6 +8,7 @@
  *    entirely, not at all, or chunk by chunk (Linux marks the pages clean
  *    either way: they are never written again);
  *  - short writes;
+ *  - ftruncate failing with ENOSPC when the heap grows;
  *  - pread fails with EIO during mmk_heap_check, open and recovery;
  *  - the heap file truncated under an open heap.
  * After each fault: the call reports an error or the commit is durable;
@@ -308,6 +309,33 @@ static void short_writes(void)
         }
 }
 
+/* Growth fails (ftruncate: ENOSPC): the allocation fails, the transaction
+ * goes on and commits what it did; nothing else changes. */
+static void growth_fault(void)
+{
+    setup(2, "33554432");
+    CHECK_OK(mmk_heap_begin(H));
+    PS.fault = (struct ps_faults){.file = PS_HEAP, .trunc_in = 1};
+    mmk_ref big = 0;
+    int rc = mmk_heap_alloc(H, 8u << 20, &big);
+    int hit = PS.hit;
+    PS.fault = (struct ps_faults){0};
+    EXPECT(hit && rc < 0, "growth with ftruncate failing: alloc %s (fault hit %d)",
+           mmk_strerror(rc), hit);
+    CHECK_OK(mmk_heap_abort(H));
+    CHECK_OK(commit_k(H, 3));
+    images_now(3, 3, "after a failed growth");
+    mmk_heap_close(H);
+    CHECK_OK(mmk_heap_open(path, 0, &H));
+    EXPECT(state_of(H) == 3 && mmk_heap_check(H) == 0, "reopen after a failed growth");
+    /* the same growth without the fault */
+    CHECK_OK(mmk_heap_begin(H));
+    EXPECT(mmk_heap_alloc(H, 8u << 20, &big) == 0, "growth after the fault");
+    memset(mmk_heap_ptr(H, big), 0x5c, 8u << 20);
+    CHECK_OK(mmk_heap_commit(H));
+    images_now(3, 3, "after growth");
+}
+
 static void read_faults(void)
 {
     /* mmk_heap_check: an unreadable page is an error, never success */
@@ -437,7 +465,8 @@ int main(int argc, char **argv)
     sync_faults();
     printf("+ sync faults: %ld cases, %ld images, %ld failures\n", cases, images, failures);
     short_writes();
-    printf("+ short writes: %ld cases, %ld images, %ld failures\n", cases, images, failures);
+    growth_fault();
+    printf("+ short writes, failed growth: %ld cases, %ld images, %ld failures\n", cases, images, failures);
     read_faults();
     printf("+ read faults: %ld cases, %ld images, %ld failures\n", cases, images, failures);
     truncation();
