@@ -2,7 +2,8 @@
 /* Simulated power loss for the persistent heap and the map on top of it.
  *
  * A workload of transactions (allocations, frees, multi-page rewrites,
- * growth, root moves, schema changes, map puts and deletes, aborts, reopens)
+ * growth, root moves, schema changes, map puts and deletes, aborts, reopens;
+ * with --known-bugs two handles taking turns as the writer)
  * runs with every write and sync of the heap recorded (tests/powersim.h).
  * At every sync point, just before the sync completes, the harness builds
  * what the disk could hold after a power cut (the state at each file's last
@@ -25,7 +26,8 @@
  *   --creation also crashes inside mmk_heap_open(MMK_HEAP_CREATE) (off by
  *   default: see /work/notes/heap-bugs.md, creation is not crash-safe yet).
  *   --known-bugs also tears writes to the heap file's first page at 512 B
- *   (bug B8 there: a torn header rewrite at a checkpoint). */
+ *   (bug B8 there: a torn header rewrite at a checkpoint) and lets a second
+ *   handle take turns as the writer (B9: it zero-fills the other's log). */
 #include <mmkit/mmkit.h>
 
 #include "crc32c.h"
@@ -91,7 +93,7 @@ static int npend;
 
 static struct {
     long images, power, proc, points, creation, next_ok, fails, commits, aborts, reopens;
-    long rec_ack, rec_flight, seeds, syncs, nosync_seeds, points_by[3], interrupted;
+    long rec_ack, rec_flight, seeds, syncs, nosync_seeds, points_by[3], interrupted, switches;
     long ns_exact, ns_older, ns_refused, ns_wrong, ns_images;
     uint64_t max_heap;
 } st;
@@ -716,14 +718,25 @@ static void run_seed(uint64_t s, long txns)
     update_digest(1 << 20);
     hist_add();
     uint64_t rng = s * 0x2545f4914f6cdd1dull | 1;
+    /* a second handle takes turns as the writer (as a second process
+     * would: its own mapping and cached log state) */
+    mmk_heap *other;
+    CHECK_OK(mmk_heap_open(path, fl, &other));
     for (long i = 0; i < (nosync ? txns / 2 : txns) && now_sec() < deadline && st.fails < 5; i++) {
         one_txn(&rng);
-        if (test_rand(&rng) % 40 == 0) { /* reopen (same boot): nothing to recover */
+        uint64_t r = test_rand(&rng);
+        if (r % 40 == 0) { /* reopen (same boot): nothing to recover */
             mmk_heap_close(H);
             CHECK_OK(mmk_heap_open(path, fl, &H));
             st.reopens++;
+        } else if (r % 8 == 1 && known_bugs) { /* B9 in heap-bugs.md */
+            mmk_heap *t = H;
+            H = other;
+            other = t;
+            st.switches++;
         }
     }
+    mmk_heap_close(other);
     mmk_heap_close(H);
     H = NULL;
     st.syncs += (long)PS.nsyncs;
@@ -772,8 +785,10 @@ int main(int argc, char **argv)
     for (uint64_t s = seed0; now_sec() < deadline && st.fails < 5; s++)
         run_seed(s, txns);
     double el = now_sec() - t0;
-    printf("seeds %ld, commits %ld (aborts %ld, reopens %ld), largest heap %llu KiB\n",
-           st.seeds, st.commits, st.aborts, st.reopens, (unsigned long long)(st.max_heap >> 10));
+    printf("seeds %ld, commits %ld (aborts %ld, reopens %ld, writer handle switches %ld), "
+           "largest heap %llu KiB\n",
+           st.seeds, st.commits, st.aborts, st.reopens, st.switches,
+           (unsigned long long)(st.max_heap >> 10));
     printf("sync points %ld (%ld syncs recorded), crash images checked %ld: power loss %ld, "
            "process crash %ld, during creation %ld\n",
            st.points, st.syncs, st.images, st.power, st.proc, st.creation);
