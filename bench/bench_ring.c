@@ -468,18 +468,26 @@ static void verdict(const char *what, double ratio, double target)
     printf("| %s | %.2fx | %.2fx | %s |\n", what, ratio, target, ratio >= target ? "met" : "NOT met");
 }
 
+static int want(int argc, char **argv, const char *part)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--only"))
+            return !strcmp(argv[i + 1], part);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
-    O = bench_parse(argc, argv);
+    O = bench_parse(argc, argv); /* and --only streams|records|procs: one table */
     static const size_t sizes[] = {64, 1024, 65536};
-    double ring[3], pip[3], split[3], ringp[3], pipp[3], blk[3], ringt[3];
+    double ring[3] = {0}, pip[3] = {0}, split[3] = {0}, ringp[3] = {0}, pipp[3] = {0}, blk[3] = {0}, ringt[3] = {0};
 
     printf("### ring: byte stream between two threads, 1 MiB ring (GB/s, median of %d)\n\n", O.runs);
     printf("| message | mmkit ring | pipe(2) 1 MiB | split-copy ring | ring/pipe | ring/split |\n");
     printf("|---|---|---|---|---|---|\n");
     bench_plot_meta("ring_stream", "Byte stream between two threads, 1 MiB ring",
                     "message size (bytes)", "GB/s", 1);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 3 && want(argc, argv, "streams"); i++) {
         static const int im[4] = {RING, PIPE, SPLIT, RING_SPIN};
         double o[4];
         median_streams(im, 4, sizes[i], o);
@@ -492,7 +500,7 @@ int main(int argc, char **argv)
     }
 
     static const size_t rlen[] = {64, 1024};
-    double rr[2], rs[2], rc[2], rb[2], rsb[2];
+    double rr[2] = {0}, rs[2] = {0}, rc[2] = {0}, rb[2] = {0}, rsb[2] = {0};
     printf("\n### ring: records consumed in place between two threads (M records/s, median of %d)\n\n", O.runs);
     printf("Publishing: *each* makes every commit and release visible at once; *batched* is\n"
            "MMK_RING_BATCH (published every capacity/16 bytes, when full/empty, before a wait).\n"
@@ -505,7 +513,7 @@ int main(int argc, char **argv)
     printf("|---|---|---|---|---|---|---|---|---|---|\n");
     bench_plot_meta("ring_records", "Records between two threads, read in place",
                     "record size (bytes)", "M records/s", 1);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2 && want(argc, argv, "records"); i++) {
 #ifdef MMK_HAVE_CK
         static const enum rimpl im[NRIMPL] = {R_RING, R_SPLIT, R_RING_B, R_SPLIT_B, R_CK};
         int k = NRIMPL;
@@ -528,7 +536,7 @@ int main(int argc, char **argv)
 
     printf("\n### ring: the same byte stream between two processes (GB/s, median of %d)\n\n", O.runs);
     printf("| message | mmkit ring | pipe(2) | ring, threads (same rounds) | ring processes/threads | ring/pipe |\n|---|---|---|---|---|---|\n");
-    for (int i = 1; i < 3; i++) {
+    for (int i = 1; i < 3 && want(argc, argv, "procs"); i++) {
         /* threads again, round-robin with processes, for a fair ratio */
         static const int im[3] = {RING | PROC, PIPE | PROC, RING};
         double o[3];
@@ -540,7 +548,7 @@ int main(int argc, char **argv)
 
     printf("\n### ring: blocking waits (futex, need-wakeup flag) against spinning (GB/s, median of %d)\n\n", O.runs);
     printf("| message | spinning | blocking | blocking/spinning |\n|---|---|---|---|\n");
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 3 && want(argc, argv, "streams"); i++) {
         printf("| %zu B | %.2f | %.2f | %.2f |\n", sizes[i], blk[i], ring[i], ring[i] / blk[i]);
     }
 
