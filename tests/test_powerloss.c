@@ -35,7 +35,7 @@
 #include "powersim.h"
 
 #define NSLOT 24
-#define NKEY 48
+#define NKEY 192 /* enough keys for the map to split buckets and chain */
 #define TAB_MAGIC 0x4c42415452574f50ull
 
 struct slot {
@@ -619,7 +619,7 @@ static void one_txn(uint64_t *rng)
             CHECK_OK(mmk_map_create(H, &t->map));
             m_txn.has_map = 1;
         }
-        for (int i = (int)(test_rand(rng) % 4); i >= 0; i--) {
+        for (int i = (int)(test_rand(rng) % 10); i >= 0; i--) {
             uint32_t k = (uint32_t)(test_rand(rng) % NKEY);
             m_txn.kver[k]++;
             put_key(t, k, m_txn.kver[k]);
