@@ -13,7 +13,7 @@
 #include <mmkit/mmkit.h>
 #include "testutil.h"
 
-#define MAXB 48
+#define MAXB 32
 
 struct state {
     uint64_t commit_no;
@@ -49,7 +49,7 @@ static uint64_t rand_size(uint64_t *rng)
     case 0: return 8 + (r >> 8) % 2048;            /* small: slabs */
     case 1: return 4096 + (r >> 8) % 60000;        /* pages */
     case 2: return 8 + (r >> 8) % 300;
-    default: return 64 * 1024 + (r >> 8) % (768 * 1024); /* up to ~830 KiB */
+    default: return 16 * 1024 + (r >> 8) % (240 * 1024); /* up to 256 KiB */
     }
 }
 
@@ -178,7 +178,7 @@ int main(int argc, char **argv)
         CHECK(pid >= 0);
         if (pid == 0) {
             close(fds[0]);
-            child(fds[1], test_rand(&rng), round % 3 == 2);
+            child(fds[1], test_rand(&rng), round % 3 != 0); /* 1 in 3 durable */
         }
         close(fds[1]);
         /* let it run 0-25 ms (sometimes through open only) */
