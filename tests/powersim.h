@@ -65,7 +65,6 @@ struct ps_plan {
     double q;       /* survival probability of a torn chunk */
     uint64_t prefix; /* PS_PREFIX: ops with seq < prefix survive */
     int lose_dir;   /* a file whose directory entry is not durable may vanish */
-    uint64_t whole_below; /* heap-file writes starting below this offset are not torn */
 };
 
 /* An image is the durable bytes (ps_file.disk, cut at `cut`: bytes from
@@ -638,7 +637,7 @@ static inline void ps_build(struct ps_image *img, const struct ps_plan *pl)
                        (pl->mode == PS_PREFIX && o->seq < pl->prefix);
             if (!keep)
                 continue;
-            if (o->kind == PS_TRUNC || !pl->tear || (i == PS_HEAP && o->off < pl->whole_below)) {
+            if (o->kind == PS_TRUNC || !pl->tear) {
                 ps_img_apply(img, i, o, o->off, o->off + o->len);
                 continue;
             }

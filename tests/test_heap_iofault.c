@@ -15,9 +15,8 @@
  * nothing acknowledged is lost; the handle shows the previous commit or
  * refuses work; power-loss images (new boot) and a process crash (same
  * boot) recover to the allowed commits with mmk_heap_check passing; the
- * next commits and a reopen are clean.
- * Usage: test_heap_iofault [--known-bugs]  (--known-bugs also runs the
- * cases that fail today: see /work/notes/heap-bugs.md) */
+ * next commits and a reopen are clean. Each of these cases once failed
+ * (bugs B2-B5, B7 of the heap's I/O-fault review, fixed in 4e3fe59). */
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -35,15 +34,7 @@ static const uint64_t sizes[NB] = {104, 3000, 5000, 40000, 130000, 300000};
 
 static char dir[PATH_MAX], path[PATH_MAX + 32], imgpath[PATH_MAX + 32];
 static long failures, cases, images, durable_but_error;
-static int known_bugs;
 
-/* Cases that fail today (bug Bn in /work/notes/heap-bugs.md) run only with
- * --known-bugs; their fixes will bring them back. */
-static int known_bugs_ok(int bug)
-{
-    (void)bug;
-    return known_bugs;
-}
 static mmk_heap *H, *H2; /* H2: another handle, opened before the fault */
 static struct ps_image img;
 static uint64_t boot_no = 1000;
@@ -174,8 +165,6 @@ static void images_now(long lo, long hi, const char *what)
     };
     char name[120];
     for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++) {
-        /* B8: a torn header rewrite at a checkpoint cannot be recovered yet */
-        plans[i].whole_below = known_bugs_ok(8) ? 0 : 4096;
         ps_build(&img, &plans[i]);
         long k = open_image(1, what);
         EXPECT(k >= lo && k <= hi, "%s: power loss (%s): recovered %ld, allowed %ld..%ld", what,
@@ -273,24 +262,14 @@ static void sync_faults(void)
             snprintf(what, sizeof what, "fdatasync %ld (%s) failed, %s", n,
                      file == PS_LOG ? "log" : "heap file", how[outcome]);
             int durable = PS.hit_log_syncs > syncs0;
-            if (file == PS_LOG && !durable) {
+            if (file == PS_LOG && !durable)
                 EXPECT(rc != 0, "%s: commit claimed success", what);
-                /* B2: the failed record may be on disk, invalidated only
-                 * by an unsynced write */
-                if (outcome != 2 && !known_bugs_ok(2))
-                    continue;
-            }
-            /* B3: pages whose sync failed are never written again */
-            if (file == PS_HEAP && !known_bugs_ok(3))
-                continue;
             after_fault(rc, durable, what);
         }
 }
 
 static void short_writes(void)
 {
-    if (!known_bugs_ok(4))
-        return; /* B4: a short write is taken for a whole one */
     for (int file = 0; file < 2 * PS_NFILE; file++)
         for (long n = 1;; n++) {
             setup(2, file >= PS_NFILE ? "1" : "33554432");
@@ -365,8 +344,9 @@ static void read_faults(void)
     PS.fault = (struct ps_faults){0};
     EXPECT(k == -EIO, "recovery with every read failing: %ld", k);
     ps_build(&img, &none);
-    /* B5: a read error in the log is taken for the end of the log */
-    for (long n = 1; known_bugs_ok(5); n++) {
+    /* one read failing anywhere: an error or the right commit, never an
+     * older one (a read error is not the end of the log) */
+    for (long n = 1;; n++) {
         PS.fault = (struct ps_faults){.file = -1, .read_in = n};
         PS.hit = 0;
         long got = open_image(1, "recovery with a read failing");
@@ -434,21 +414,16 @@ static void truncation(void)
             int crashed = WIFSIGNALED(stt);
             int code = WIFEXITED(stt) ? WEXITSTATUS(stt) : -1;
             printf("  truncated to %llu: %-20s %s\n", (unsigned long long)to[t], ops[o],
-                   crashed ? "died of a signal (known bug B7)" : code == 0 ? "returned 0" : code == 10 ? "-EIO"
+                   crashed ? "died of a signal" : code == 0 ? "returned 0" : code == 10 ? "-EIO"
                    : code == 11 ? "MMK_ECORRUPT" : code == 12 ? "MMK_EFORMAT" : "other error");
             int ok = !crashed && (code >= 10 || (code == 0 && o != 0 && o != 4));
-            if (crashed && !known_bugs_ok(7))
-                continue; /* B7: SIGBUS from the mapping */
             EXPECT(ok, "heap file truncated to %llu: %s: status %#x", (unsigned long long)to[t],
                    ops[o], stt);
         }
 }
 
-int main(int argc, char **argv)
+int main(void)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--known-bugs"))
-            known_bugs = 1;
     const char *base = getenv("TMPDIR");
     if (!base || !*base)
         base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";

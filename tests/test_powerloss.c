@@ -25,9 +25,8 @@
  *   --keep leaves the first failing image in the temp dir.
  *   --creation also crashes inside mmk_heap_open(MMK_HEAP_CREATE) (off by
  *   default: see /work/notes/heap-bugs.md, creation is not crash-safe yet).
- *   --known-bugs also tears writes to the heap file's first page at 512 B
- *   (bug B8 there: a torn header rewrite at a checkpoint) and lets a second
- *   handle take turns as the writer (B9: it zero-fills the other's log). */
+ *   --known-bugs lets a second handle take turns as the writer (bug B9
+ *   there: it zero-fills the other's log records). */
 #include <mmkit/mmkit.h>
 
 #include "crc32c.h"
@@ -503,9 +502,6 @@ static void at_sync(int file)
     int n = ps_pending_ops() ? IMAGES_PER_POINT : 1;
     for (int i = 0; i < n && i < 6; i++) {
         plans[i].lose_dir = creating;
-        /* B8 (heap-bugs.md): a torn rewrite of the header at a checkpoint
-         * cannot be recovered yet */
-        plans[i].whole_below = known_bugs ? 0 : 4096;
             ps_build(&img, &plans[i]);
         judge("power", ps_plan_name(&plans[i], name, sizeof name), 1);
     }
