@@ -25,6 +25,8 @@
 #define LOCK_APPLY 1    /* byte: held exclusively while pages are applied */
 #define LOCK_INTENT 2   /* byte: an applier holds it while waiting for views to end,
                          * so a stream of new read views cannot starve it */
+#define LOCK_TURN 3     /* byte: a writer holds it while waiting for the writer lock,
+                         * so one that re-locks at once queues behind the waiter */
 #define LOG_CHUNK ((uint64_t)4 << 20)
 #define LOG_LIMIT_DEFAULT ((uint64_t)32 << 20)
 #define RESERVE_DEFAULT ((size_t)64 << 30)
@@ -986,7 +988,14 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
         return -EROFS;
     if (h->in_txn || h->in_read)
         return -EBUSY;
+    /* Take turns: queue on the turn byte, then wait for the writer lock
+     * holding it, so the writer that just committed cannot barge back in
+     * ahead of one that was waiting. */
+    rc = ofd_lock(h->fd, F_WRLCK, LOCK_TURN, 1);
+    if (rc)
+        return rc;
     rc = ofd_lock(h->fd, F_WRLCK, LOCK_WRITER, 1);
+    ofd_unlock(h->fd, LOCK_TURN);
     if (rc)
         return rc;
     /* A writer killed after its log sync left a commit to apply. */
