@@ -140,9 +140,9 @@ int demo_stop_heap(const char *tmpdir)
     demo_fact("durable one-page transactions", "%.0f/s (one fdatasync each)", durable);
     demo_fact("MMK_HEAP_NOSYNC transactions", "%.0f/s (survive a crash, not power loss)",
               nosync);
-    demo_note("Writes are plain stores into a private mapping; commit finds the written pages "
-              "(write-protect faults), logs the changed bytes with checksums, syncs once, then "
-              "applies them.");
+    demo_note("Writes are plain stores into a private mapping; commit finds the written");
+    demo_note("pages (write-protect faults), logs the changed bytes with checksums, syncs");
+    demo_note("once, then applies them to the file.");
     if (traceless)
         demo_verdict(ok, "the counter is exactly the last acknowledged commit; the killed "
                      "transaction left no trace");
