@@ -35,7 +35,12 @@ st=${PIPESTATUS[0]}
 # mmk bench --quick: a report and plots (only where bench programs are built).
 if [ -d "$build/bench" ] && ls "$build"/bench/bench_* >/dev/null 2>&1; then
   "$mmk" bench --bogus 2>/dev/null; [ $? -eq 2 ] || fail "bench with a bad option should exit 2"
-  MMK_BENCH_DIR=$build/bench timeout 300 "$mmk" bench --quick --only vm --out "$tmp/bench" || fail "bench --quick"
+  MMK_BENCH_DIR=$build/bench timeout 300 "$mmk" bench --quick --out "$tmp/bench" || fail "bench --quick"
+  n=$(ls "$tmp"/bench/*.svg | wc -l)
+  [ "$n" -ge 5 ] || fail "only $n plots"
+  for b in "$build"/bench/bench_*; do
+    grep -q "^## ${b##*/bench_}" "$tmp/bench/report.md" || fail "report lacks ${b##*/}"
+  done
   [ -s "$tmp/bench/report.md" ] || fail "no report"
   ls "$tmp/bench"/*.svg >/dev/null 2>&1 || fail "no svg plots"
   grep -q '<svg' "$tmp"/bench/*.svg || fail "svg content"
