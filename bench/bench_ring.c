@@ -260,7 +260,7 @@ static uint64_t stream_total(size_t msg)
  * load from elsewhere on the machine hits them all alike. */
 #define PROC 0x100 /* or'ed into an impl: the consumer is another process */
 
-static void median_streams(const int *impls, int k, size_t msg, double *out)
+static void median_streams(const int *impls, int k, size_t msg, double *out, double *best)
 {
     double v[8][64];
     int n = O.runs < 64 ? O.runs : 64;
@@ -269,13 +269,13 @@ static void median_streams(const int *impls, int k, size_t msg, double *out)
             v[j][i] = stream_once((enum impl)(impls[j] & 0xff), msg, stream_total(msg),
                                   !!(impls[j] & PROC));
     for (int j = 0; j < k; j++)
-        out[j] = bench_median(v[j], n) / 1e9;
+        out[j] = bench_median(v[j], n) / 1e9, best[j] = v[j][n - 1] / 1e9;
 }
 
 /* ------------------------------------------------------------ records */
 
-enum rimpl { R_RING, R_SPLIT, R_CK, R_RING_B, R_SPLIT_B };
-#define NRIMPL 5
+enum rimpl { R_RING, R_SPLIT, R_CK, R_RING_B, R_SPLIT_B, R_RING_BS };
+#define NRIMPL 6 /* R_RING_BS: batched and spinning like ck_ring */
 
 struct recs {
     enum rimpl impl;
@@ -290,7 +290,7 @@ struct recs {
 #endif
 };
 
-#define CK_SLOTS 4096u
+#define CK_SLOTS 16384u /* room for as many buffers in flight as the 1 MiB ring holds records */
 
 static void rec_produce(struct recs *x)
 {
@@ -299,10 +299,15 @@ static void rec_produce(struct recs *x)
         unsigned sp = 0;
         switch (x->impl) {
         case R_RING:
-        case R_RING_B: {
+        case R_RING_B:
+        case R_RING_BS: {
             void *p;
-            while (mmk_ring_rec_reserve(x->r, x->len, &p) == -EAGAIN)
-                mmk_ring_wait_writable(x->r, mmk_ring_record_space(x->len), -1);
+            while (mmk_ring_rec_reserve(x->r, x->len, &p) == -EAGAIN) {
+                if (x->impl != R_RING_BS)
+                    mmk_ring_wait_writable(x->r, mmk_ring_record_space(x->len), -1);
+                else if (mmk_ring_wait_writable(x->r, mmk_ring_record_space(x->len), 0))
+                    relax(&sp);
+            }
             memset(p, (int)k, x->len); /* the producer writes the message in place */
             mmk_ring_rec_commit(x->r, x->len);
             break;
@@ -351,11 +356,16 @@ static uint64_t rec_consume(struct recs *x)
         const unsigned char *p = NULL;
         switch (x->impl) {
         case R_RING:
-        case R_RING_B: {
+        case R_RING_B:
+        case R_RING_BS: {
             const void *q;
             ssize_t l;
-            while ((l = mmk_ring_rec_peek(x->r, &q)) == -EAGAIN)
-                mmk_ring_wait_readable(x->r, 8, -1);
+            while ((l = mmk_ring_rec_peek(x->r, &q)) == -EAGAIN) {
+                if (x->impl != R_RING_BS)
+                    mmk_ring_wait_readable(x->r, 8, -1);
+                else if (mmk_ring_wait_readable(x->r, 8, 0))
+                    relax(&sp);
+            }
             p = q;
             sum += p[0] + p[x->len - 1];
             mmk_ring_rec_release(x->r);
@@ -409,7 +419,7 @@ static double rec_once(enum rimpl impl, size_t len, uint64_t count)
 {
     struct recs x = {impl, len, count, NULL, {0}};
     if (impl != R_CK) {
-        int batch = impl == R_RING_B || impl == R_SPLIT_B;
+        int batch = impl == R_RING_B || impl == R_SPLIT_B || impl == R_RING_BS;
         if (mmk_ring_create(RING_BYTES, batch ? MMK_RING_BATCH : 0, &x.r))
             exit(2);
         if (impl == R_SPLIT || impl == R_SPLIT_B)
@@ -447,7 +457,7 @@ static double rec_once(enum rimpl impl, size_t len, uint64_t count)
     return (double)count / dt;
 }
 
-static void median_recs(const enum rimpl *impls, int k, size_t len, double *out)
+static void median_recs(const enum rimpl *impls, int k, size_t len, double *out, double *best)
 {
     double v[NRIMPL][64];
     int n = O.runs < 64 ? O.runs : 64;
@@ -458,14 +468,27 @@ static void median_recs(const enum rimpl *impls, int k, size_t len, double *out)
         for (int j = 0; j < k; j++)
             v[j][i] = rec_once(impls[j], len, count);
     for (int j = 0; j < k; j++)
-        out[j] = bench_median(v[j], n) / 1e6;
+        out[j] = bench_median(v[j], n) / 1e6, best[j] = v[j][n - 1] / 1e6;
+    if (getenv("BENCH_RAW")) /* every run, sorted: how spread the figures are */
+        for (int j = 0; j < k; j++) {
+            fprintf(stderr, "records %zu B impl %d:", len, (int)impls[j]);
+            for (int i = 0; i < n; i++)
+                fprintf(stderr, " %.1f", v[j][i] / 1e6);
+            fprintf(stderr, "\n");
+        }
 }
 
 /* ---------------------------------------------------------------- main */
 
-static void verdict(const char *what, double ratio, double target)
+/* Beside the ratio of medians, the ratio of the best runs (the least
+ * disturbed by the rest of the machine). On a shared machine a spinning
+ * peer's median can collapse while its best does not: a target counts as
+ * met only when both ratios reach it. */
+static void verdict(const char *what, double ratio, double best, double target)
 {
-    printf("| %s | %.2fx | %.2fx | %s |\n", what, ratio, target, ratio >= target ? "met" : "NOT met");
+    int m = ratio >= target, b = best >= target;
+    printf("| %s | %.2fx | %.2fx | %.2fx | %s |\n", what, ratio, best, target,
+           m && b ? "met" : m || b ? "unclear: median and best disagree" : "NOT met");
 }
 
 static int want(int argc, char **argv, const char *part)
@@ -481,6 +504,7 @@ int main(int argc, char **argv)
     O = bench_parse(argc, argv); /* and --only streams|records|procs: one table */
     static const size_t sizes[] = {64, 1024, 65536};
     double ring[3] = {0}, pip[3] = {0}, split[3] = {0}, ringp[3] = {0}, pipp[3] = {0}, blk[3] = {0}, ringt[3] = {0};
+    double ringB[3] = {0}, pipB[3] = {0}, blkB[3] = {0}, ringpB[3] = {0}, ringtB[3] = {0};
 
     printf("### ring: byte stream between two threads, 1 MiB ring (GB/s, median of %d)\n\n", O.runs);
     printf("| message | mmkit ring | pipe(2) 1 MiB | split-copy ring | ring/pipe | ring/split |\n");
@@ -489,9 +513,10 @@ int main(int argc, char **argv)
                     "message size (bytes)", "GB/s", 1);
     for (int i = 0; i < 3 && want(argc, argv, "streams"); i++) {
         static const int im[4] = {RING, PIPE, SPLIT, RING_SPIN};
-        double o[4];
-        median_streams(im, 4, sizes[i], o);
+        double o[4], b[4];
+        median_streams(im, 4, sizes[i], o, b);
         ring[i] = o[0], pip[i] = o[1], split[i] = o[2], blk[i] = o[3];
+        ringB[i] = b[0], pipB[i] = b[1], blkB[i] = b[3];
         printf("| %zu B | %.2f | %.2f | %.2f | %.2fx | %.2fx |\n", sizes[i], ring[i], pip[i],
                split[i], ring[i] / pip[i], ring[i] / split[i]);
         bench_plot("ring_stream", "mmkit", (double)sizes[i], ring[i]);
@@ -501,6 +526,8 @@ int main(int argc, char **argv)
 
     static const size_t rlen[] = {64, 1024};
     double rr[2] = {0}, rs[2] = {0}, rc[2] = {0}, rb[2] = {0}, rsb[2] = {0};
+    double rrB[2] = {0}, rsB[2] = {0}, rcB[2] = {0}, rbB[2] = {0}, rsbB[2] = {0};
+    double rbs[2] = {0}, rbsB[2] = {0};
     printf("\n### ring: records consumed in place between two threads (M records/s, median of %d)\n\n", O.runs);
     printf("Publishing: *each* makes every commit and release visible at once; *batched* is\n"
            "MMK_RING_BATCH (published every capacity/16 bytes, when full/empty, before a wait).\n"
@@ -508,30 +535,33 @@ int main(int argc, char **argv)
 #ifndef MMK_HAVE_CK
     printf("skipped: ck_ring not installed (apt-get install libck-dev)\n\n");
 #endif
-    printf("| record | mmkit, each | split-copy, each | mmkit, batched | split-copy, batched | ck_ring SPSC + pool "
-           "| mmkit/split each | mmkit/split batched | mmkit/ck each | mmkit batched/ck |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("| record | mmkit, each | split-copy, each | mmkit, batched | split-copy, batched "
+           "| mmkit, batched, spinning | ck_ring SPSC + pool (spins) "
+           "| mmkit/split each | mmkit/split batched | mmkit/ck each | mmkit batched/ck | mmkit spinning/ck |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     bench_plot_meta("ring_records", "Records between two threads, read in place",
                     "record size (bytes)", "M records/s", 1);
     for (int i = 0; i < 2 && want(argc, argv, "records"); i++) {
 #ifdef MMK_HAVE_CK
-        static const enum rimpl im[NRIMPL] = {R_RING, R_SPLIT, R_RING_B, R_SPLIT_B, R_CK};
+        static const enum rimpl im[NRIMPL] = {R_RING, R_SPLIT, R_RING_B, R_SPLIT_B, R_RING_BS, R_CK};
         int k = NRIMPL;
 #else
-        static const enum rimpl im[NRIMPL] = {R_RING, R_SPLIT, R_RING_B, R_SPLIT_B};
+        static const enum rimpl im[NRIMPL] = {R_RING, R_SPLIT, R_RING_B, R_SPLIT_B, R_RING_BS};
         int k = NRIMPL - 1;
 #endif
-        double o[NRIMPL] = {0};
-        median_recs(im, k, rlen[i], o);
-        rr[i] = o[0], rs[i] = o[1], rb[i] = o[2], rsb[i] = o[3], rc[i] = o[4];
+        double o[NRIMPL] = {0}, b[NRIMPL] = {0};
+        median_recs(im, k, rlen[i], o, b);
+        rr[i] = o[0], rs[i] = o[1], rb[i] = o[2], rsb[i] = o[3], rbs[i] = o[4], rc[i] = o[5];
+        rrB[i] = b[0], rsB[i] = b[1], rbB[i] = b[2], rsbB[i] = b[3], rbsB[i] = b[4], rcB[i] = b[5];
         bench_plot("ring_records", "mmkit", (double)rlen[i], rr[i]);
         bench_plot("ring_records", "mmkit-batched", (double)rlen[i], rb[i]);
         bench_plot("ring_records", "split-copy", (double)rlen[i], rs[i]);
         if (rc[i] > 0)
             bench_plot("ring_records", "ck_ring", (double)rlen[i], rc[i]);
-        printf("| %zu B | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx | %.2fx | %.2fx |\n", rlen[i],
-               rr[i], rs[i], rb[i], rsb[i], rc[i], rr[i] / rs[i], rb[i] / rsb[i],
-               rc[i] > 0 ? rr[i] / rc[i] : 0, rc[i] > 0 ? rb[i] / rc[i] : 0);
+        printf("| %zu B | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx | %.2fx | %.2fx | %.2fx |\n",
+               rlen[i], rr[i], rs[i], rb[i], rsb[i], rbs[i], rc[i], rr[i] / rs[i], rb[i] / rsb[i],
+               rc[i] > 0 ? rr[i] / rc[i] : 0, rc[i] > 0 ? rb[i] / rc[i] : 0,
+               rc[i] > 0 ? rbs[i] / rc[i] : 0);
     }
 
     printf("\n### ring: the same byte stream between two processes (GB/s, median of %d)\n\n", O.runs);
@@ -539,9 +569,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < 3 && want(argc, argv, "procs"); i++) {
         /* threads again, round-robin with processes, for a fair ratio */
         static const int im[3] = {RING | PROC, PIPE | PROC, RING};
-        double o[3];
-        median_streams(im, 3, sizes[i], o);
+        double o[3], b[3];
+        median_streams(im, 3, sizes[i], o, b);
         ringp[i] = o[0], pipp[i] = o[1], ringt[i] = o[2];
+        ringpB[i] = b[0], ringtB[i] = b[2];
         printf("| %zu B | %.2f | %.2f | %.2f | %.2f | %.2fx |\n", sizes[i], ringp[i], pipp[i],
                ringt[i], ringp[i] / ringt[i], ringp[i] / pipp[i]);
     }
@@ -552,16 +583,18 @@ int main(int argc, char **argv)
         printf("| %zu B | %.2f | %.2f | %.2f |\n", sizes[i], blk[i], ring[i], ring[i] / blk[i]);
     }
 
-    printf("\n### ring: targets\n\n| target | measured | wanted | |\n|---|---|---|---|\n");
-    verdict("ring vs pipe(2), 64 KiB writes", ring[2] / pip[2], 4.0);
-    verdict("records in place vs split-copy, 1 KiB, each", rr[1] / rs[1], 1.5);
-    verdict("records in place vs split-copy, 1 KiB, batched", rb[1] / rsb[1], 1.5);
+    printf("\n### ring: targets (median of %d; best: ratio of the fastest runs)\n\n"
+           "| target | median | best | wanted | |\n|---|---|---|---|---|\n", O.runs);
+    verdict("ring vs pipe(2), 64 KiB writes", ring[2] / pip[2], ringB[2] / pipB[2], 4.0);
+    verdict("records in place vs split-copy, 1 KiB, each", rr[1] / rs[1], rrB[1] / rsB[1], 1.5);
+    verdict("records in place vs split-copy, 1 KiB, batched", rb[1] / rsb[1], rbB[1] / rsbB[1], 1.5);
 #ifdef MMK_HAVE_CK
-    verdict("records vs ck_ring, 64 B (records/s), each", rr[0] / rc[0], 3.0);
-    verdict("records vs ck_ring, 64 B (records/s), batched", rb[0] / rc[0], 3.0);
+    verdict("records vs ck_ring, 64 B (records/s), each", rr[0] / rc[0], rrB[0] / rcB[0], 3.0);
+    verdict("records vs ck_ring, 64 B (records/s), batched", rb[0] / rc[0], rbB[0] / rcB[0], 3.0);
+    verdict("records vs ck_ring, 64 B (records/s), batched, spinning", rbs[0] / rc[0], rbsB[0] / rcB[0], 3.0);
 #endif
-    verdict("processes vs threads, 64 KiB (within 10%)", ringp[2] / ringt[2], 0.9);
-    verdict("blocking vs spinning, 64 KiB", ring[2] / blk[2], 0.7);
-    verdict("blocking vs spinning, 1 KiB", ring[1] / blk[1], 0.7);
+    verdict("processes vs threads, 64 KiB (within 10%)", ringp[2] / ringt[2], ringpB[2] / ringtB[2], 0.9);
+    verdict("blocking vs spinning, 64 KiB", ring[2] / blk[2], ringB[2] / blkB[2], 0.7);
+    verdict("blocking vs spinning, 1 KiB", ring[1] / blk[1], ringB[1] / blkB[1], 0.7);
     return 0;
 }
