@@ -22,6 +22,7 @@ static const char usage[] =
     "  kv get FILE KEY               print the value; exit 1 when the key is absent\n"
     "  kv del FILE KEY               delete a key; exit 1 when absent\n"
     "  kv list FILE                  one line a key\n"
+    "  kv check FILE                 verify the heap and the map: exit 0 intact, 1 corrupt\n"
     "  bench [--quick] [--out DIR]   side-by-side benchmarks: Markdown report and SVG plots\n"
     "\n"
     "  mmk --version | mmk COMMAND --help\n";
