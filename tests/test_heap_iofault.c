@@ -166,7 +166,7 @@ static void images_now(long lo, long hi, const char *what)
     char name[120];
     for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++) {
         if (test_scale() < 1 && (i == 1 || i == 2))
-            continue; /* sanitizer builds: nothing survives, and the torn subsets */
+            continue; /* sanitizer builds: no "all" and no whole-write subset */
         ps_build(&img, &plans[i]);
         long k = open_image(1, what);
         EXPECT(k >= lo && k <= hi, "%s: power loss (%s): recovered %ld, allowed %ld..%ld", what,
