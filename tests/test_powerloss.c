@@ -87,7 +87,7 @@ struct pend {
     uint64_t digest;
     char what[200];
 };
-static struct pend pend[64];
+static struct pend pend[1024]; /* in-flight recoveries of one commit, judged when it returns */
 static int npend;
 
 static struct {
@@ -416,12 +416,11 @@ static void judge(const char *kind, const char *plan, int power)
         st.rec_flight++;
         if (verify_model(g, &m_txn, why, sizeof why))
             goto bad;
-        if (npend < (int)(sizeof pend / sizeof pend[0])) {
-            pend[npend].digest = heap_digest(g, hs.size);
-            snprintf(pend[npend].what, sizeof pend[npend].what, "[sync %llu, %s, %s]",
-                     (unsigned long long)PS.nsyncs, kind, plan);
-            npend++;
-        }
+        CHECK(npend < (int)(sizeof pend / sizeof pend[0]));
+        pend[npend].digest = heap_digest(g, hs.size);
+        snprintf(pend[npend].what, sizeof pend[npend].what, "[sync %llu, %s, %s]",
+                 (unsigned long long)PS.nsyncs, kind, plan);
+        npend++;
     } else {
         snprintf(why, sizeof why, "recovered commit %llu", (unsigned long long)hs.commit_id);
         goto bad;
