@@ -1099,10 +1099,33 @@ static void discard_pages(mmk_heap *h, int collected)
     }
 }
 
+/* Read-only again. With write-protect tracking only the pages in h->dirty
+ * were made writable: one mprotect per run of them (the kernel merges the
+ * mapping back), never a walk over the whole mapping's page tables. */
+static int protect_back(mmk_heap *h, int collected)
+{
+    if (!collected || hp_all_rw(h) || h->wp_unlisted)
+        return protect_all(h, 0);
+    int rc = 0;
+    uint64_t mp = h->mapped >> HP_SHIFT;
+    for (size_t i = 0; i < h->ndirty;) {
+        size_t j = i + 1;
+        while (j < h->ndirty && h->dirty[j] == h->dirty[j - 1] + 1)
+            j++;
+        if (h->dirty[i] < mp) {
+            uint64_t end = h->dirty[j - 1] + 1 < mp ? h->dirty[j - 1] + 1 : mp;
+            if (mprotect(hp_page(h, h->dirty[i]), (end - h->dirty[i]) << HP_SHIFT, PROT_READ))
+                rc = -errno;
+        }
+        i = j;
+    }
+    return rc ? protect_all(h, 0) : 0;
+}
+
 /* End the transaction without committing (abort, or a failed commit). */
 static int drop_txn(mmk_heap *h, int collected)
 {
-    int rc = protect_all(h, 0);
+    int rc = protect_back(h, collected);
     discard_pages(h, collected);
     mmk__hp_dirty_end(h);
     h->in_txn = 0;
@@ -1194,6 +1217,8 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
     for (size_t i = 0; i < h->ndirty; i++)
         if (h->dirty[i] < npg)
             h->dirty[k++] = h->dirty[i];
+    if (k < h->ndirty)
+        h->wp_unlisted = 1; /* writable pages left out of the list */
     h->ndirty = k;
     /* The WP path needs the metadata pages writable before we store. */
     size_t ndata = h->ndirty;

@@ -117,7 +117,7 @@ static int wp_fault(void *ctx, void *addr, int sig, int si_code, int is_write)
         return 0;
     uint64_t pg = (a - b) >> HP_SHIFT;
     int n = __atomic_add_fetch(&h->wp_faults, 1, __ATOMIC_RELAXED);
-    if (!(h->wp_auto && n > WP_SWITCH) &&
+    if (!(h->wp_auto && n > h->wp_switch) &&
         mprotect((void *)(b + (pg << HP_SHIFT)), HP_PAGE, PROT_READ | PROT_WRITE) == 0) {
         __atomic_fetch_or(&h->wp_bits[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
         return 1;
@@ -139,8 +139,27 @@ static int probe_scan(mmk_heap *h)
     return rc;
 }
 
+/* A quarter of vm.max_map_count, clamped to [WP_SWITCH_MIN, WP_SWITCH_MAX]. */
+static int wp_switch_limit(void)
+{
+    long lim = 65530;
+    int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char b[32];
+        ssize_t r = read(fd, b, sizeof b - 1);
+        if (r > 0) {
+            b[r] = 0;
+            lim = strtol(b, NULL, 10);
+        }
+        close(fd);
+    }
+    lim /= 4 * 2; /* a page made writable alone adds up to two mappings */
+    return lim < WP_SWITCH_MIN ? WP_SWITCH_MIN : lim > WP_SWITCH_MAX ? WP_SWITCH_MAX : (int)lim;
+}
+
 static int init_wp(mmk_heap *h)
 {
+    h->wp_switch = wp_switch_limit();
     size_t words = (h->reserve >> HP_SHIFT) / 64 + 1;
     h->wp_bits_len = mmk__align_up(words * 8, HP_PAGE);
     void *m = mmap(NULL, h->wp_bits_len, PROT_READ | PROT_WRITE,
@@ -214,6 +233,7 @@ int mmk__hp_dirty_begin(mmk_heap *h)
     h->ndirty = 0;
     __atomic_store_n(&h->wp_faults, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->wp_all, 0, __ATOMIC_RELAXED);
+    h->wp_unlisted = 0;
     return 0;
 }
 

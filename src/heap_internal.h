@@ -131,7 +131,12 @@ struct hp_ent {
 #define ORIG_PAGES 64         /* pages compared per pread */
 
 enum hp_dirty_method { DM_SCAN = 0, DM_PAGEMAP = 1, DM_WP = 2 };
-#define WP_SWITCH 512         /* faults before a transaction goes all-writable */
+/* Faults before a transaction goes all-writable: each page made writable
+ * alone may split the mapping in three, and the kernel allows
+ * vm.max_map_count mappings a process (65530 by default) for all its users;
+ * a quarter of that limit, at most WP_SWITCH_MAX, is left to one heap. */
+#define WP_SWITCH_MAX 16384
+#define WP_SWITCH_MIN 512
 
 struct mmk_heap {
     int fd, logfd;
@@ -160,6 +165,8 @@ struct mmk_heap {
     int bulk;                 /* DM_SCAN or DM_PAGEMAP: finds pages written while all-RW */
     int wp_faults;            /* this transaction (signal handler; atomic) */
     int wp_all;               /* the whole mapping was made writable (atomic) */
+    int wp_switch;            /* faults before going all-writable (see WP_SWITCH_MAX) */
+    int wp_unlisted;          /* a page made writable is not in h->dirty: reprotect all */
     /* commit scratch */
     uint64_t *dirty;          /* sorted page numbers */
     size_t ndirty, cap_dirty;
