@@ -239,7 +239,8 @@ static void wake(mmk_ring *r, _Atomic uint32_t *seq, _Atomic uint32_t *waiting, 
  * filter) sets need_fence, so wakers fence from then on, and itself sleeps
  * in short slices (SHORT_SLICE_NS) and re-checks, so a wake-up missed in
  * the instant before a waker sees need_fence costs at most one slice.
- * Without registration (another OS) every waker fences, as before. */
+ * (poll_prepare has no slices: there the caller's poll timeout is the bound,
+ * as ring.h says.) Without registration (another OS) every waker fences. */
 #define SHORT_SLICE_NS 1000000ll
 
 static inline int waker_must_fence(const mmk_ring *r)

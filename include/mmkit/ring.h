@@ -169,7 +169,11 @@ MMK_API int     mmk_ring_set_eventfd(mmk_ring *r, unsigned which, int efd);
 /* Before sleeping in poll/epoll on the eventfd of `which`: returns 1 when the
  * ring is already ready (readable: data or end of stream; writable: space),
  * so do not sleep; 0 when it is not and the peer has been asked to signal the
- * eventfd. Without this call the peer does not signal (need-wakeup flag). */
+ * eventfd. Without this call the peer does not signal (need-wakeup flag).
+ * One corner: if this process cannot issue membarrier(2) (a seccomp filter)
+ * while the peer's process can, a commit racing with the first such call
+ * may go unsignalled; give poll/epoll a timeout there (wait_readable and
+ * wait_writable are not affected: they re-check every millisecond). */
 MMK_API int     mmk_ring_poll_prepare(mmk_ring *r, unsigned which);
 
 /* --------------------------------------------------------------- records */
