@@ -478,6 +478,94 @@ static void median_recs(const enum rimpl *impls, int k, size_t len, double *out,
         }
 }
 
+/* ------------------------------------------------ one thread, both sides */
+
+/* The instruction path alone: one thread produces 1000 records, then
+ * consumes them, over and over; no other core, so no cache-line transfers
+ * and little noise from the machine. Nanoseconds per record (both sides). */
+static double path_once(enum rimpl impl, size_t len)
+{
+    const long n = O.quick ? 2000000 : 10000000, batch = 1000;
+    uint64_t sum = 0;
+    double t0 = 0;
+    if (impl == R_CK) {
+#ifdef MMK_HAVE_CK
+        ck_ring_t q, f;
+        ck_ring_buffer_t *qb = calloc(CK_SLOTS, sizeof *qb), *fb = calloc(CK_SLOTS, sizeof *fb);
+        size_t sz = (len + 63) & ~(size_t)63;
+        char *pool = aligned_alloc(64, (size_t)batch * sz);
+        ck_ring_init(&q, CK_SLOTS);
+        ck_ring_init(&f, CK_SLOTS);
+        for (long i = 0; i < batch; i++)
+            ck_ring_enqueue_spsc(&f, fb, pool + (size_t)i * sz);
+        t0 = bench_now();
+        for (long k = 0; k < n; k += batch) {
+            for (long i = 0; i < batch; i++) {
+                void *b = NULL;
+                ck_ring_dequeue_spsc(&f, fb, &b);
+                memset(b, (int)i, len);
+                ck_ring_enqueue_spsc(&q, qb, b);
+            }
+            for (long i = 0; i < batch; i++) {
+                void *b = NULL;
+                ck_ring_dequeue_spsc(&q, qb, &b);
+                sum += ((unsigned char *)b)[0] + ((unsigned char *)b)[len - 1];
+                ck_ring_enqueue_spsc(&f, fb, b);
+            }
+        }
+        double dt = bench_now() - t0;
+        free(qb);
+        free(fb);
+        free(pool);
+        bench_keep(sum);
+        return dt / (double)n * 1e9;
+#else
+        return 0;
+#endif
+    }
+    mmk_ring *r;
+    if (mmk_ring_create(RING_BYTES, impl == R_RING_B ? MMK_RING_BATCH : 0, &r))
+        exit(2);
+    t0 = bench_now();
+    for (long k = 0; k < n; k += batch) {
+        for (long i = 0; i < batch; i++) {
+            void *p;
+            if (mmk_ring_rec_reserve(r, len, &p))
+                exit(3);
+            memset(p, (int)i, len);
+            mmk_ring_rec_commit(r, len);
+        }
+        mmk_ring_write_flush(r);
+        for (long i = 0; i < batch; i++) {
+            const void *q;
+            if (mmk_ring_rec_peek(r, &q) != (ssize_t)len)
+                exit(3);
+            sum += ((const unsigned char *)q)[0] + ((const unsigned char *)q)[len - 1];
+            mmk_ring_rec_release(r);
+        }
+    }
+    double dt = bench_now() - t0;
+    mmk_ring_destroy(r);
+    bench_keep(sum);
+    return dt / (double)n * 1e9;
+}
+
+static void path_table(void)
+{
+    static const enum rimpl im[3] = {R_RING, R_RING_B, R_CK};
+    double v[3][64], o[3];
+    int n = O.runs < 64 ? O.runs : 64;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < 3; j++)
+            v[j][i] = path_once(im[j], 64);
+    for (int j = 0; j < 3; j++)
+        o[j] = bench_median(v[j], n);
+    printf("\n### ring: one thread doing both sides, 64 B records (ns per record, median of %d)\n\n", n);
+    printf("| mmkit records, each | mmkit records, batched | ck_ring SPSC + pool | mmkit/ck |\n"
+           "|---|---|---|---|\n| %.1f | %.1f | %.1f | %.2fx the time |\n", o[0], o[1], o[2],
+           o[2] > 0 ? o[0] / o[2] : 0);
+}
+
 /* ---------------------------------------------------------------- main */
 
 /* Beside the ratio of medians, the ratio of the best runs (the least
@@ -501,7 +589,7 @@ static int want(int argc, char **argv, const char *part)
 
 int main(int argc, char **argv)
 {
-    O = bench_parse(argc, argv); /* and --only streams|records|procs: one table */
+    O = bench_parse(argc, argv); /* and --only streams|records|path|procs: one table */
     static const size_t sizes[] = {64, 1024, 65536};
     double ring[3] = {0}, pip[3] = {0}, split[3] = {0}, ringp[3] = {0}, pipp[3] = {0}, blk[3] = {0}, ringt[3] = {0};
     double ringB[3] = {0}, pipB[3] = {0}, blkB[3] = {0}, ringpB[3] = {0}, ringtB[3] = {0};
@@ -563,6 +651,9 @@ int main(int argc, char **argv)
                rc[i] > 0 ? rr[i] / rc[i] : 0, rc[i] > 0 ? rb[i] / rc[i] : 0,
                rc[i] > 0 ? rbs[i] / rc[i] : 0);
     }
+
+    if (want(argc, argv, "path"))
+        path_table();
 
     printf("\n### ring: the same byte stream between two processes (GB/s, median of %d)\n\n", O.runs);
     printf("| message | mmkit ring | pipe(2) | ring, threads (same rounds) | ring processes/threads | ring/pipe |\n|---|---|---|---|---|---|\n");
