@@ -683,6 +683,13 @@ static void run_seed(uint64_t s, long txns)
     snprintf(imgpath, sizeof imgpath, "%s/img.heap", dir);
     static const char *limits[] = {"16384", "131072", "1048576", "33554432"};
     setenv("MMK_HEAP_LOG_LIMIT", limits[(st.seeds - 1) % 4], 1);
+    /* each way of finding the written pages in turn (a page missed there
+     * is a commit lost here) */
+    static const char *dirty[] = {"", "wp", "pagemap"};
+    if (*dirty[(st.seeds - 1) % 3])
+        setenv("MMK_HEAP_DIRTY", dirty[(st.seeds - 1) % 3], 1);
+    else
+        unsetenv("MMK_HEAP_DIRTY");
     memset(&m_ack, 0, sizeof m_ack);
     ack_cid = 0;
     npend = 0;
@@ -780,8 +787,8 @@ int main(int argc, char **argv)
     for (uint64_t s = seed0; now_sec() < deadline && st.fails < 5; s++)
         run_seed(s, txns);
     double el = now_sec() - t0;
-    printf("seeds %ld, commits %ld (aborts %ld, reopens %ld, writer handle switches %ld), "
-           "largest heap %llu KiB\n",
+    printf("seeds %ld (dirty tracking: default, wp, pagemap in turn), commits %ld (aborts %ld, "
+           "reopens %ld, writer handle switches %ld), largest heap %llu KiB\n",
            st.seeds, st.commits, st.aborts, st.reopens, st.switches,
            (unsigned long long)(st.max_heap >> 10));
     printf("sync points %ld (%ld syncs recorded), crash images checked %ld: power loss %ld, "
