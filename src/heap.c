@@ -580,6 +580,10 @@ static int map_file(mmk_heap *h, size_t upto, int writable)
                    (off_t)h->mapped);
     if (p == MAP_FAILED)
         return -errno;
+    /* Objects are reached through pointers, not in file order: read-around
+     * (up to read_ahead_kb, 8 MiB on some disks) would make each cold fault
+     * read megabytes. mmk_advise() on a range undoes it for a scan. */
+    madvise(p, upto - h->mapped, MADV_RANDOM);
     h->mapped = upto;
     return 0;
 }
