@@ -131,10 +131,11 @@ struct hp_ent {
 #define ORIG_PAGES 64         /* pages compared per pread */
 
 enum hp_dirty_method { DM_SCAN = 0, DM_PAGEMAP = 1, DM_WP = 2 };
-/* Faults before a transaction goes all-writable: each page made writable
- * alone may split the mapping in three, and the kernel allows
- * vm.max_map_count mappings a process (65530 by default) for all its users;
- * a quarter of that limit, at most WP_SWITCH_MAX, is left to one heap. */
+/* Faults before a transaction goes all-writable: from the mapped size (see
+ * mmk__hp_dirty_begin), but each page made writable alone may split the
+ * mapping in three, and the kernel allows vm.max_map_count mappings a
+ * process (65530 by default) for all its users: never more than a quarter
+ * of that limit, at most WP_SWITCH_MAX. */
 #define WP_SWITCH_MAX 16384
 #define WP_SWITCH_MIN 512
 
@@ -165,7 +166,8 @@ struct mmk_heap {
     int bulk;                 /* DM_SCAN or DM_PAGEMAP: finds pages written while all-RW */
     int wp_faults;            /* this transaction (signal handler; atomic) */
     int wp_all;               /* the whole mapping was made writable (atomic) */
-    int wp_switch;            /* faults before going all-writable (see WP_SWITCH_MAX) */
+    int wp_limit;             /* most faults a transaction may take (see WP_SWITCH_MAX) */
+    int wp_switch;            /* this transaction: faults before going all-writable */
     int wp_unlisted;          /* a page made writable is not in h->dirty: reprotect all */
     /* commit scratch */
     uint64_t *dirty;          /* sorted page numbers */
