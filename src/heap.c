@@ -1183,6 +1183,14 @@ static int is_csum_page(uint64_t pg)
  * (an fdatasync then has no size or extent change to journal). */
 static int log_reserve(mmk_heap *h, uint64_t end)
 {
+    /* Another writer (a process or another handle) may have extended or
+     * truncated the log since this handle last looked: trust the file, not a
+     * cached size, or the zero fill below would erase its records. The caller
+     * holds the writer lock, so the size cannot change under us. */
+    struct stat st;
+    if (fstat(h->logfd, &st))
+        return -errno;
+    h->log_end_alloc = (uint64_t)st.st_size;
     if (end <= h->log_end_alloc)
         return 0;
     uint64_t to = (end + LOG_CHUNK - 1) / LOG_CHUNK * LOG_CHUNK;
