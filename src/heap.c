@@ -493,6 +493,51 @@ static int read_file_header(mmk_heap *h, struct hp_header *hd, uint64_t *fsize)
     return 0;
 }
 
+/* 1 if the log holds any header with a valid checksum (whatever heap it
+ * names), 0 if none, < 0 on an I/O error. */
+static int log_any_header(mmk_heap *h)
+{
+    if (h->logfd < 0)
+        return 0;
+    unsigned char buf[4096];
+    ssize_t n = IO->pread(h->logfd, buf, sizeof buf, 0);
+    if (n < 0)
+        return (int)n;
+    for (int s = 0; s < 2 && n >= (ssize_t)(s * 2048 + sizeof(struct hp_loghdr)); s++) {
+        struct hp_loghdr l;
+        memcpy(&l, buf + s * 2048, sizeof l);
+        if (l.magic == LOG_MAGIC && l.crc == loghdr_crc(&l))
+            return 1;
+    }
+    return 0;
+}
+
+/* A heap whose creation was cut short (kill -9 or power loss inside
+ * mmk_heap_open with MMK_HEAP_CREATE): creation writes the heap file, syncs
+ * it, and only then writes the log header, so such a file is still the
+ * smallest size, has no valid log header, and its first page is either all
+ * zero or an mmkit header that is torn or at commit 0. Nothing was ever
+ * committed to it, so MMK_HEAP_CREATE may start it afresh. Anything else,
+ * including a foreign or damaged file, is left alone. */
+static int creation_interrupted(mmk_heap *h, uint64_t fsize)
+{
+    if (fsize > HP_MIN_PAGES * HP_PAGE || log_any_header(h) != 0)
+        return 0;
+    unsigned char page[HP_PAGE];
+    ssize_t n = IO->pread(h->fd, page, sizeof page, 0);
+    if (n < 0)
+        return 0;
+    memset(page + n, 0, sizeof page - (size_t)n);
+    struct hp_header hd;
+    memcpy(&hd, page, sizeof hd);
+    if (hd.magic == HP_MAGIC)
+        return mmk__hp_header_crc(&hd) != hd.crc || hd.commit_id == 0;
+    for (size_t i = 0; i < sizeof page; i++)
+        if (page[i])
+            return 0;
+    return 1;
+}
+
 /* Bring the file to its last durable commit. Writer lock held (or, for a
  * read-only handle, the shared writer lock: then only detection). */
 static int recover_locked(mmk_heap *h, int can_write)
@@ -883,18 +928,22 @@ MMK_API int mmk_heap_open(const char *path, unsigned flags, mmk_heap **out)
         rc = -EINVAL;
         goto fail;
     }
-    if (st.st_size == 0) {
-        if (!(flags & MMK_HEAP_CREATE)) {
+    int create = (flags & MMK_HEAP_CREATE) && !ro;
+    if (st.st_size == 0 || (create && creation_interrupted(h, (uint64_t)st.st_size))) {
+        if (!create) {
             rc = MMK_EFORMAT;
             goto fail;
         }
         rc = ofd_lock(h->fd, F_WRLCK, LOCK_WRITER, 1);
         if (rc)
             goto fail;
+        /* Look again under the lock: another process may have just made it. */
         if (fstat(h->fd, &st))
             rc = -errno;
-        else if (st.st_size == 0) {
-            rc = reserve(h, HP_MIN_PAGES * HP_PAGE, 0);
+        else if (st.st_size == 0 || creation_interrupted(h, (uint64_t)st.st_size)) {
+            rc = st.st_size ? IO->ftruncate(h->fd, 0) : 0;
+            if (!rc)
+                rc = reserve(h, HP_MIN_PAGES * HP_PAGE, 0);
             if (!rc)
                 rc = create_new(h);
         }

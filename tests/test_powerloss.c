@@ -23,8 +23,8 @@
  * Usage: test_powerloss [--seconds N] [--seed S] [--keep] [--creation]
  *   default: a budget of about 40 s (scaled by MMK_TEST_SCALE).
  *   --keep leaves the first failing image in the temp dir.
- *   --creation also crashes inside mmk_heap_open(MMK_HEAP_CREATE) (off by
- *   default: creating a heap is not crash-safe yet, see docs/DURABILITY.md).
+ *   --creation (the default, kept for old command lines) also crashes inside
+ *   mmk_heap_open(MMK_HEAP_CREATE); --no-creation starts from a durable heap.
  * A second handle takes turns as the writer now and then, as a second
  * process would (it once zero-filled the other's log records). */
 #include <mmkit/mmkit.h>
@@ -59,7 +59,7 @@ static uint64_t seed;
 static mmk_heap *H;
 static struct model m_ack, m_txn;
 static uint64_t ack_cid;
-static int in_commit, creating, keep, with_creation;
+static int in_commit, creating, keep, with_creation = 1;
 static uint64_t log_syncs0; /* successful log syncs before the commit in flight */
 static uint32_t *pagecrc;
 static uint64_t pagecrc_n, ack_digest, ack_heap_size;
@@ -762,6 +762,8 @@ int main(int argc, char **argv)
             keep = 1;
         else if (!strcmp(argv[i], "--creation"))
             with_creation = 1;
+        else if (!strcmp(argv[i], "--no-creation"))
+            with_creation = 0;
         else if (!strcmp(argv[i], "--known-bugs")) {
             /* accepted for old command lines: writer switching is always on */
         }
