@@ -2,8 +2,8 @@
 /* Simulated power loss for the persistent heap and the map on top of it.
  *
  * A workload of transactions (allocations, frees, multi-page rewrites,
- * growth, root moves, schema changes, map puts and deletes, aborts, reopens;
- * with --known-bugs two handles taking turns as the writer)
+ * growth, root moves, schema changes, map puts and deletes, aborts, reopens,
+ * two handles taking turns as the writer, and the creation of the heap)
  * runs with every write and sync of the heap recorded (tests/powersim.h).
  * At every sync point, just before the sync completes, the harness builds
  * what the disk could hold after a power cut (the state at each file's last
