@@ -45,7 +45,11 @@ MMK_API void    mmk_heap_close(mmk_heap *h);
 MMK_API int     mmk_heap_begin(mmk_heap *h);
 /* Commit atomically; durable when it returns 0 unless MMK_HEAP_NOSYNC. On
  * an error before the log sync the transaction is rolled back (as abort);
- * -EIO after a failed sync means the commit is not durable and is undone. */
+ * -EIO after a failed sync means the commit is not durable and is undone.
+ * An error writing the heap file after the log sync (the durable point)
+ * also returns -EIO although the commit is durable and shows at the next
+ * open: treat any error from commit as "outcome unknown", as with a lost
+ * reply from a database (docs/DURABILITY.md). Never half a commit. */
 MMK_API int     mmk_heap_commit(mmk_heap *h);
 /* Undo every byte written since begin and release the writer lock. */
 MMK_API int     mmk_heap_abort(mmk_heap *h);
