@@ -8,18 +8,6 @@
 #include <mmkit/arena.h>
 #include "mmk.h"
 
-static long rss_bytes(void)
-{
-    long size = 0, res = -1;
-    FILE *f = fopen("/proc/self/statm", "re");
-    if (f) {
-        if (fscanf(f, "%ld %ld", &size, &res) != 2)
-            res = -1;
-        fclose(f);
-    }
-    return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
-}
-
 int demo_stop_arena(const char *tmpdir)
 {
     (void)tmpdir;
@@ -32,7 +20,7 @@ int demo_stop_arena(const char *tmpdir)
         demo_note("a 16 GiB reservation was refused here (%s): skipping", mmk_strerror(rc));
         return 77;
     }
-    long r0 = rss_bytes();
+    long r0 = mmk_rss_bytes();
     size_t mark = mmk_arena_mark(a);
     char *first = NULL, *p = NULL;
     double t0 = 0, t1 = 0;
@@ -56,10 +44,10 @@ int demo_stop_arena(const char *tmpdir)
     }
     struct mmk_arena_stats st;
     mmk_arena_stats(a, &st);
-    long r1 = rss_bytes();
+    long r1 = mmk_rss_bytes();
     mmk_arena_set_keep(a, MMK_ARENA_DEFAULT_KEEP);
     mmk_arena_rewind(a, mark);
-    long r2 = rss_bytes();
+    long r2 = mmk_rss_bytes();
     /* malloc, also warm: allocate, free, allocate again (timed). */
     void **m = malloc(n * sizeof *m);
     double t2 = mmk_now(), t3 = t2;

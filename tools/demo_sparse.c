@@ -5,18 +5,6 @@
 #include <mmkit/sparse.h>
 #include "mmk.h"
 
-static long rss_bytes(void)
-{
-    long size = 0, res = -1;
-    FILE *f = fopen("/proc/self/statm", "re");
-    if (f) {
-        if (fscanf(f, "%ld %ld", &size, &res) != 2)
-            res = -1;
-        fclose(f);
-    }
-    return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
-}
-
 int demo_stop_sparse(const char *tmpdir)
 {
     (void)tmpdir;
@@ -32,7 +20,7 @@ int demo_stop_sparse(const char *tmpdir)
         demo_note("1 TiB of address space was refused here (%s): skipping", mmk_strerror(rc));
         return 77;
     }
-    long r0 = rss_bytes();
+    long r0 = mmk_rss_bytes();
     uint64_t x = 88172645463325252ull;
     double t2 = mmk_now();
     for (size_t i = 0; i < writes; i++) {
@@ -40,7 +28,7 @@ int demo_stop_sparse(const char *tmpdir)
         *(uint64_t *)mmk_sparse_at(s, x % count) = x;
     }
     double t3 = mmk_now();
-    long r1 = rss_bytes();
+    long r1 = mmk_rss_bytes();
     size_t res = 0;
     mmk_sparse_resident(s, 0, count, &res);
     demo_fact("create 1 TiB of uint64_t", "%.1f us", (t1 - t0) * 1e6);
@@ -48,7 +36,7 @@ int demo_stop_sparse(const char *tmpdir)
               (t3 - t2) * 1e6 / (double)writes, mmk_fmt_bytes((double)(r1 - r0), b1, sizeof b1));
     demo_fact("resident pages (PAGEMAP_SCAN)", "%s of 1 TiB", mmk_fmt_bytes((double)res, b2, sizeof b2));
     mmk_sparse_release(s, 0, count);
-    long r2 = rss_bytes();
+    long r2 = mmk_rss_bytes();
     size_t after = 1;
     mmk_sparse_resident(s, 0, count, &after);
     demo_fact("release the whole array", "RSS back to +%s, resident %zu",

@@ -6,26 +6,13 @@
 #include <mmkit/vm.h>
 #include "mmk.h"
 
-static long rss_pages(void)
-{
-    long size = 0, res = -1;
-    FILE *f = fopen("/proc/self/statm", "re");
-    if (f) {
-        if (fscanf(f, "%ld %ld", &size, &res) != 2)
-            res = -1;
-        fclose(f);
-    }
-    return res;
-}
-
 int demo_stop_vm(const char *tmpdir)
 {
     (void)tmpdir;
     char b1[32], b2[32];
     const size_t tib = (size_t)1 << 40, touch = (size_t)64 << 20;
-    long page = (long)mmk_page_size();
     demo_title("1. Address space is not memory", "reserve, commit, decommit (vm.h)");
-    long r0 = rss_pages();
+    long r0 = mmk_rss_bytes();
     double t0 = mmk_now();
     void *p;
     int rc = mmk_reserve(tib, &p);
@@ -34,25 +21,25 @@ int demo_stop_vm(const char *tmpdir)
         demo_note("a 1 TiB reservation was refused here (%s): skipping", mmk_strerror(rc));
         return 77;
     }
-    long r1 = rss_pages();
+    long r1 = mmk_rss_bytes();
     demo_fact("reserve 1 TiB of address space", "%.1f us, RSS +%s", (t1 - t0) * 1e6,
-              mmk_fmt_bytes((double)(r1 - r0) * page, b1, sizeof b1));
+              mmk_fmt_bytes((double)(r1 - r0), b1, sizeof b1));
     rc = mmk_commit(p, touch);
     if (rc == 0) {
         t0 = mmk_now();
         memset(p, 0xa5, touch);
         t1 = mmk_now();
-        long r2 = rss_pages();
+        long r2 = mmk_rss_bytes();
         demo_fact("commit and touch 64 MiB inside it", "%s in %.1f ms, RSS +%s",
                   mmk_fmt_rate((double)touch / (t1 - t0), b2, sizeof b2), (t1 - t0) * 1e3,
-                  mmk_fmt_bytes((double)(r2 - r1) * page, b1, sizeof b1));
+                  mmk_fmt_bytes((double)(r2 - r1), b1, sizeof b1));
         t0 = mmk_now();
         rc = mmk_decommit(p, touch);
         t1 = mmk_now();
-        long r3 = rss_pages();
-        demo_fact("decommit the 64 MiB", "%.1f us, RSS back to +%s", (t1 - t0) * 1e6,
-                  mmk_fmt_bytes((double)(r3 - r0) * page, b1, sizeof b1));
-        demo_verdict(rc == 0 && (r3 - r0) * page < (long)(touch / 8),
+        long r3 = mmk_rss_bytes();
+        demo_fact("decommit the 64 MiB", "%.2f ms, RSS back to +%s", (t1 - t0) * 1e3,
+                  mmk_fmt_bytes((double)(r3 - r0), b1, sizeof b1));
+        demo_verdict(rc == 0 && (r3 - r0) < (long)(touch / 8),
                      "memory is charged only where pages are touched, and given back at once");
     }
     mmk_release(p, tib);

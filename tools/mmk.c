@@ -34,6 +34,18 @@ double mmk_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+long mmk_rss_bytes(void)
+{
+    long size = 0, res = -1;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &size, &res) != 2)
+            res = -1;
+        fclose(f);
+    }
+    return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
+}
+
 int mmk_parse_size(const char *s, uint64_t *out)
 {
     if (!s || !*s)

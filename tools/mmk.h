@@ -38,6 +38,7 @@ void demo_verdict(int ok, const char *fmt, ...) __attribute__((format(printf, 2,
 
 /* Helpers shared by commands. */
 double mmk_now(void);                                /* monotonic seconds */
+long mmk_rss_bytes(void);                            /* resident set size, -1 if unknown */
 int mmk_parse_size(const char *s, uint64_t *out);    /* "64K", "1M", "2G", bytes */
 const char *mmk_fmt_bytes(double b, char *buf, size_t n);  /* "1.5 MiB" */
 const char *mmk_fmt_rate(double bps, char *buf, size_t n); /* "3.2 GB/s" */
