@@ -378,8 +378,9 @@ static void on_fault(int sig, siginfo_t *si, void *uctx)
         if (pc >= (uintptr_t)mmk__fault_text_start && pc < (uintptr_t)mmk__fault_text_end &&
             hits(si, addr, (uintptr_t)gr[REG_R8], (uintptr_t)gr[REG_R9])) {
             gr[REG_RAX] = mmk__fault_error(sig, si->si_code);
-            gr[REG_RIP] = (greg_t)(uintptr_t)(mmk__x86_avx2 ? mmk__fault_fixup_avx
-                                                            : mmk__fault_fixup);
+            gr[REG_RIP] = (greg_t)(uintptr_t)(__atomic_load_n(&mmk__x86_avx2, __ATOMIC_RELAXED)
+                                                  ? mmk__fault_fixup_avx
+                                                  : mmk__fault_fixup);
             atomic_fetch_add_explicit(&g_recovered, 1, memory_order_relaxed);
             goto out;
         }
@@ -427,8 +428,15 @@ static int install_locked(void)
      * chaining to whatever is there now. */
     mmk__pagesz();
 #if MMK__FAULT_TABLE
-    __builtin_cpu_init();
-    mmk__x86_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    /* Set once, before the first install; atomic because the handler of
+     * another thread may read it while a later (re)install runs. */
+    static int cpu_probed;
+    if (!cpu_probed) {
+        __builtin_cpu_init();
+        __atomic_store_n(&mmk__x86_avx2, __builtin_cpu_supports("avx2") ? 1 : 0,
+                         __ATOMIC_RELAXED);
+        cpu_probed = 1;
+    }
 #endif
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
