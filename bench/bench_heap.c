@@ -427,7 +427,7 @@ int main(int argc, char **argv)
 {
     struct bench_opts o = bench_parse(argc, argv);
     pick_dir();
-    printf("## heap\n\nFiles in %s (the project disk). The machine is shared and busy: "
+    printf("Files in %s (the project disk). The machine is shared and busy: "
            "figures are noisy; compare within a run.\n\n", dir);
     bench_open(o);
     bench_durable(o);
