@@ -427,8 +427,8 @@ int main(int argc, char **argv)
 {
     struct bench_opts o = bench_parse(argc, argv);
     pick_dir();
-    printf("Files in %s (the project disk). The machine is shared and busy: "
-           "figures are noisy; compare within a run.\n\n", dir);
+    printf("Files in %s (the project disk). On a shared machine "
+           "figures are noisy: compare within a run.\n\n", dir);
     bench_open(o);
     bench_durable(o);
     bench_alloc(o);
