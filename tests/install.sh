@@ -23,18 +23,21 @@ case "$syms" in *mmk__*) echo "internal symbol exported"; exit 1 ;; esac
 dyn=$(objdump -T "$lib/libmmkit.so")
 echo "$dyn" | grep 'MMKIT_0.1' | grep 'mmk_version' >/dev/null || { echo "mmk_version not versioned MMKIT_0.1"; exit 1; }
 
-export PKG_CONFIG_PATH=$lib/pkgconfig
-cc=${CC:-cc}
 # A sanitizer build's library needs the sanitizer runtime in the consumer too.
 san=""
 [ -n "${MMK_SANITIZE:-}" ] && san="-fsanitize=$MMK_SANITIZE"
-cc="$cc $san"
-$cc -o "$tmp/pc_shared" "$src/tests/install/consumer.c" $(pkg-config --cflags --libs mmkit) -Wl,-rpath,"$lib"
-"$tmp/pc_shared"
-$cc -o "$tmp/pc_static" "$src/tests/install/consumer.c" $(pkg-config --cflags mmkit) "$lib/libmmkit.a" -pthread
-"$tmp/pc_static"
-[ -n "$san" ] || $cc -static-libgcc -o "$tmp/pc_static2" "$src/tests/install/consumer.c" $(pkg-config --static --cflags mmkit) -L"$lib" -Wl,-Bstatic -lmmkit -Wl,-Bdynamic -pthread
-[ -n "$san" ] || "$tmp/pc_static2"
+if command -v pkg-config >/dev/null; then
+  export PKG_CONFIG_PATH=$lib/pkgconfig
+  cc="${CC:-cc} $san"
+  $cc -o "$tmp/pc_shared" "$src/tests/install/consumer.c" $(pkg-config --cflags --libs mmkit) -Wl,-rpath,"$lib"
+  "$tmp/pc_shared"
+  $cc -o "$tmp/pc_static" "$src/tests/install/consumer.c" $(pkg-config --cflags mmkit) "$lib/libmmkit.a" -pthread
+  "$tmp/pc_static"
+  [ -n "$san" ] || $cc -static-libgcc -o "$tmp/pc_static2" "$src/tests/install/consumer.c" $(pkg-config --static --cflags mmkit) -L"$lib" -Wl,-Bstatic -lmmkit -Wl,-Bdynamic -pthread
+  [ -n "$san" ] || "$tmp/pc_static2"
+else
+  echo "note: pkg-config is not installed; the pkg-config consumers are skipped"
+fi
 
 cmake -S "$src/tests/install" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$P" -DCMAKE_C_FLAGS="$san" >/dev/null
 cmake --build "$tmp/cm" >/dev/null
