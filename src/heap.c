@@ -216,9 +216,10 @@ static int boot_id(uint8_t out[16])
     return rc;
 }
 
-/* Read the current log header: 1 found (into *out), 0 none valid, < 0 an
- * I/O error. */
-static int log_read_header(mmk_heap *h, uint64_t uuid, struct hp_loghdr *out)
+/* Scan the two log header slots for the newest valid one, of the heap
+ * `uuid` or, with any_heap, of any heap: 1 found (into *out), 0 none valid,
+ * < 0 an I/O error. */
+static int log_scan_header(mmk_heap *h, int any_heap, uint64_t uuid, struct hp_loghdr *out)
 {
     if (h->logfd < 0)
         return 0;
@@ -233,13 +234,19 @@ static int log_read_header(mmk_heap *h, uint64_t uuid, struct hp_loghdr *out)
         struct hp_loghdr l;
         memcpy(&l, buf + s * 2048, sizeof l);
         if (l.magic != LOG_MAGIC || l.version != HP_VERSION || l.crc != loghdr_crc(&l) ||
-            l.heap_uuid != uuid)
+            (!any_heap && l.heap_uuid != uuid))
             continue;
         if (!found || l.gen > out->gen)
             *out = l;
         found = 1;
     }
     return found;
+}
+
+/* The current log header of the heap `uuid` (see log_scan_header). */
+static int log_read_header(mmk_heap *h, uint64_t uuid, struct hp_loghdr *out)
+{
+    return log_scan_header(h, 0, uuid, out);
 }
 
 /* Start a new log generation whose base is the heap's current commit. The
@@ -493,25 +500,6 @@ static int read_file_header(mmk_heap *h, struct hp_header *hd, uint64_t *fsize)
     return 0;
 }
 
-/* 1 if the log holds any header with a valid checksum (whatever heap it
- * names), 0 if none, < 0 on an I/O error. */
-static int log_any_header(mmk_heap *h)
-{
-    if (h->logfd < 0)
-        return 0;
-    unsigned char buf[4096];
-    ssize_t n = IO->pread(h->logfd, buf, sizeof buf, 0);
-    if (n < 0)
-        return (int)n;
-    for (int s = 0; s < 2 && n >= (ssize_t)(s * 2048 + sizeof(struct hp_loghdr)); s++) {
-        struct hp_loghdr l;
-        memcpy(&l, buf + s * 2048, sizeof l);
-        if (l.magic == LOG_MAGIC && l.crc == loghdr_crc(&l))
-            return 1;
-    }
-    return 0;
-}
-
 /* A heap whose creation was cut short (kill -9 or power loss inside
  * mmk_heap_open with MMK_HEAP_CREATE): creation writes the heap file, syncs
  * it, and only then writes the log header, so such a file is still the
@@ -521,7 +509,8 @@ static int log_any_header(mmk_heap *h)
  * including a foreign or damaged file, is left alone. */
 static int creation_interrupted(mmk_heap *h, uint64_t fsize)
 {
-    if (fsize > HP_MIN_PAGES * HP_PAGE || log_any_header(h) != 0)
+    struct hp_loghdr lh;
+    if (fsize > HP_MIN_PAGES * HP_PAGE || log_scan_header(h, 1, 0, &lh) != 0)
         return 0;
     unsigned char page[HP_PAGE];
     ssize_t n = IO->pread(h->fd, page, sizeof page, 0);
@@ -609,6 +598,18 @@ static int recover_locked(mmk_heap *h, int can_write)
         h->log_gen = tmp.log_gen;
         h->log_base = tmp.log_base;
     }
+    return rc;
+}
+
+/* Recover under the writer lock: exclusive for a writable handle, shared
+ * for a read-only one (which can only detect, and waits for a writer). */
+static int recover_as_writer(mmk_heap *h, int ro)
+{
+    int rc = ofd_lock(h->fd, ro ? F_RDLCK : F_WRLCK, LOCK_WRITER, 1);
+    if (rc)
+        return rc;
+    rc = recover_locked(h, !ro);
+    ofd_unlock(h->fd, LOCK_WRITER);
     return rc;
 }
 
@@ -961,13 +962,8 @@ MMK_API int mmk_heap_open(const char *path, unsigned flags, mmk_heap **out)
 
     /* Recovery: detect without the lock (cheap), recover under it. */
     rc = recover_locked(h, 0);
-    if (rc == -EROFS) {
-        rc = ofd_lock(h->fd, ro ? F_RDLCK : F_WRLCK, LOCK_WRITER, 1);
-        if (rc)
-            goto fail;
-        rc = recover_locked(h, !ro);
-        ofd_unlock(h->fd, LOCK_WRITER);
-    }
+    if (rc == -EROFS)
+        rc = recover_as_writer(h, ro);
     if (rc)
         goto fail;
 
@@ -1542,12 +1538,7 @@ MMK_API int mmk_heap_read_begin(mmk_heap *h)
          * the next. Recover under the writer lock (a read-only handle waits
          * for a writer to do it). */
         ofd_unlock(h->fd, LOCK_APPLY);
-        int ro = !!(h->flags & MMK_HEAP_RDONLY);
-        rc = ofd_lock(h->fd, ro ? F_RDLCK : F_WRLCK, LOCK_WRITER, 1);
-        if (rc)
-            return rc;
-        rc = recover_locked(h, !ro);
-        ofd_unlock(h->fd, LOCK_WRITER);
+        rc = recover_as_writer(h, !!(h->flags & MMK_HEAP_RDONLY));
         if (rc)
             return rc;
         rc = view_lock(h);
