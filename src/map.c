@@ -401,21 +401,26 @@ static int check_args(mmk_heap *h, mmk_ref map, const void *key, size_t klen)
     return 0;
 }
 
+/* Validate, load the map and find key: 0 (found, at *ps), -ENOENT or an
+ * error. Shared by get and del. */
+static int lookup(mmk_heap *h, mmk_ref map, const void *key, size_t klen, struct mctx *c,
+                  struct pos *ps)
+{
+    int rc = check_args(h, map, key, klen);
+    if (rc || (rc = load(h, map, c)))
+        return rc;
+    rc = find(c, key_hash(c->m, key, klen), key, klen, ps);
+    return rc < 0 ? rc : rc ? 0 : -ENOENT;
+}
+
 int mmk_map_get(mmk_heap *h, mmk_ref map, const void *key, size_t klen, const void **val,
                 size_t *vlen)
 {
-    int rc = check_args(h, map, key, klen);
+    struct mctx c;
+    struct pos ps;
+    int rc = lookup(h, map, key, klen, &c, &ps);
     if (rc)
         return rc;
-    struct mctx c;
-    if ((rc = load(h, map, &c)))
-        return rc;
-    struct pos ps;
-    rc = find(&c, key_hash(c.m, key, klen), key, klen, &ps);
-    if (rc < 0)
-        return rc;
-    if (!rc)
-        return -ENOENT;
     if (val)
         *val = ent_val(&ps.e);
     if (vlen)
@@ -803,18 +808,11 @@ static int del_at(const struct mctx *c, struct pos *ps, struct mbucket **freed)
 
 int mmk_map_del(mmk_heap *h, mmk_ref map, const void *key, size_t klen)
 {
-    int rc = check_args(h, map, key, klen);
+    struct mctx c;
+    struct pos ps;
+    int rc = lookup(h, map, key, klen, &c, &ps);
     if (rc)
         return rc;
-    struct mctx c;
-    if ((rc = load(h, map, &c)))
-        return rc;
-    struct pos ps;
-    rc = find(&c, key_hash(c.m, key, klen), key, klen, &ps);
-    if (rc < 0)
-        return rc;
-    if (!rc)
-        return -ENOENT;
     struct mbucket *freed;
     rc = del_at(&c, &ps, &freed);
     hdr_seal(c.m);
