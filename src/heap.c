@@ -503,10 +503,12 @@ static int read_file_header(mmk_heap *h, struct hp_header *hd, uint64_t *fsize)
 /* A heap whose creation was cut short (kill -9 or power loss inside
  * mmk_heap_open with MMK_HEAP_CREATE): creation writes the heap file, syncs
  * it, and only then writes the log header, so such a file is still the
- * smallest size, has no valid log header, and its first page is either all
- * zero or an mmkit header that is torn or at commit 0. Nothing was ever
- * committed to it, so MMK_HEAP_CREATE may start it afresh. Anything else,
- * including a foreign or damaged file, is left alone. */
+ * smallest size, has no valid log header, and its first page is zero past
+ * the header and holds no magic, or an mmkit header that is torn or at
+ * commit 0. Nothing was ever committed to it, so MMK_HEAP_CREATE may start
+ * it afresh. A file of another format or a damaged heap is left alone; the
+ * one blind spot is a foreign file of at most 1 MiB whose first page is zero
+ * except within the header's bytes (and with no "<path>-log" beside it). */
 static int creation_interrupted(mmk_heap *h, uint64_t fsize)
 {
     struct hp_loghdr lh;
@@ -521,7 +523,12 @@ static int creation_interrupted(mmk_heap *h, uint64_t fsize)
     memcpy(&hd, page, sizeof hd);
     if (hd.magic == HP_MAGIC)
         return mmk__hp_header_crc(&hd) != hd.crc || hd.commit_id == 0;
-    for (size_t i = 0; i < sizeof page; i++)
+    /* No magic: the header's first sector never landed. Its later sector
+     * may have (a write torn at 512 B), but nothing else of page 0 is ever
+     * written, so bytes past the header must all be zero. */
+    if (hd.magic)
+        return 0;
+    for (size_t i = sizeof hd; i < sizeof page; i++)
         if (page[i])
             return 0;
     return 1;

@@ -65,6 +65,29 @@ int main(void)
     CHECK_OK(mmk_heap_check(h));
     mmk_heap_close(h);
 
+    /* A torn header the other way round (first sector lost, second landed). */
+    reset();
+    CHECK_OK(mmk_heap_open(path, MMK_HEAP_CREATE, &h));
+    mmk_heap_close(h);
+    unlink(logpath);
+    fd = open(path, O_RDWR);
+    CHECK(pwrite(fd, zeros, 512, 0) == 512);
+    close(fd);
+    CHECK_OK(mmk_heap_open(path, MMK_HEAP_CREATE, &h));
+    CHECK_OK(mmk_heap_check(h));
+    mmk_heap_close(h);
+
+    /* A foreign file starting with zeros, with data further into its first
+     * page than a header reaches: untouched. */
+    reset();
+    static char blob[8192];
+    memset(blob + 2000, 'x', 100);
+    write_file(path, blob, sizeof blob, 0);
+    CHECK_EQ(mmk_heap_open(path, MMK_HEAP_CREATE, &h), MMK_EFORMAT);
+    fd = open(path, O_RDONLY);
+    CHECK(pread(fd, back, 1, 2000) == 1 && back[0] == 'x');
+    close(fd);
+
     /* A heap with a commit is never recreated, with or without its log. */
     reset();
     mmk_ref r;
