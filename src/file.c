@@ -397,6 +397,33 @@ MMK_API ssize_t mmk_file_read_at(mmk_file *f, void *buf, size_t len, uint64_t of
     return (ssize_t)len;
 }
 
+/* A write [off, end) through the mapping found the file shorter than end:
+ * someone truncated it. Zero what the store left past the end of file in
+ * its last page (bytes of this write only, so at worst this races with an
+ * overlapping write, which has no order anyway), then learn the new size.
+ * Under the lock so that our own growth cannot slip in between. */
+static void undo_past_eof(mmk_file *f, uint64_t off, uint64_t end)
+{
+    static const unsigned char zeros[4096];
+    pthread_mutex_lock(&f->lock);
+    struct stat st;
+    if (fstat(f->fd, &st) == 0 && (uint64_t)st.st_size < end) {
+        uint64_t eof = (uint64_t)st.st_size;
+        uint64_t from = off > eof ? off : eof;
+        uint64_t to = mmk__align_up((size_t)eof, mmk__pagesz());
+        if (to > end)
+            to = end;
+        while (from < to) {
+            size_t n = to - from < sizeof zeros ? (size_t)(to - from) : sizeof zeros;
+            if (mmk__store_guarded(f->base + from, zeros, n))
+                break; /* cut further: the kernel dropped the page */
+            from += n;
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    refresh_size(f);
+}
+
 static ssize_t pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
     size_t done = 0;
@@ -433,6 +460,19 @@ MMK_API ssize_t mmk_file_write_at(mmk_file *f, const void *buf, size_t len, uint
     if (f->policy != MMK_FILE_MMAP)
         return pwrite_full(f->fd, buf, len, off);
     int rc = mmk__store_guarded(f->base + off, buf, len);
+    /* Only whole pages past the end of file fault: a store into the rest of
+     * the last page succeeds, the file does not keep it, and some file
+     * systems (tmpfs) show it as file data when the file grows again, by
+     * anyone. So check the real size after every store (a truncation that
+     * ends before this fstat is seen; one after it zeroes the page tail
+     * itself) and take back what landed past the end. */
+    struct stat st;
+    if (mmk__unlikely(fstat(f->fd, &st)))
+        return -errno;
+    if (mmk__unlikely((uint64_t)st.st_size < end)) {
+        undo_past_eof(f, off, end);
+        return -EFAULT;
+    }
     if (mmk__unlikely(rc)) {
         if (rc == -EFAULT)
             refresh_size(f);

@@ -248,6 +248,61 @@ static void test_truncated_under_reader(void)
     free(buf);
 }
 
+/* Regression (fuzz_file, fuzz/corpus/file/tail-regrow): another process cuts
+ * the file to the middle of a page; a write through the stale handle lands
+ * in the rest of that page, which does not fault. It must give -EFAULT and
+ * leave nothing there: on tmpfs the kernel does not zero that tail when the
+ * file grows again (ftruncate, fallocate or pwrite, by anyone), so the bytes
+ * would come back as file data. Run in `dir` (tmpfs where we have it). */
+static void test_stale_tail_write(const char *dir)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/mmk-test-tail-%d", dir, (int)getpid());
+    mmk_file *w;
+    CHECK_OK(mmk_file_open(path, MMK_FILE_CREATE | MMK_FILE_TRUNC | MMK_FILE_MMAP, &w));
+    unsigned char *buf = malloc(32768);
+    memset(buf, 0xA5, 32768);
+    CHECK_EQ(mmk_file_write_at(w, buf, 30000, 0), 30000);
+    int fd2 = open(path, O_RDWR | O_CLOEXEC);
+    CHECK(fd2 >= 0);
+    CHECK(ftruncate(fd2, 8192) == 0);
+    CHECK_EQ(pwrite(fd2, buf, 100, 8192), 100); /* the end is now 8292 */
+
+    /* Wholly inside the last page's tail, then from inside the file across
+     * the tail into a lost page: both are refused. */
+    CHECK_EQ(mmk_file_write_at(w, buf, 50, 8300), -EFAULT);
+    CHECK_EQ(mmk_file_size(w), 8292);
+    CHECK_EQ(mmk_file_write_at(w, buf, 100, 8292), 100); /* growth: fine */
+    CHECK(ftruncate(fd2, 8292) == 0);
+    CHECK_EQ(mmk_file_size(w), 8392); /* stale again */
+    CHECK_EQ(mmk_file_write_at(w, buf, 100, 8250), -EFAULT);
+    CHECK_EQ(mmk_file_size(w), 8292);
+    CHECK_OK(mmk_file_resize(w, 20000));
+    CHECK(ftruncate(fd2, 8292) == 0);
+    CHECK_EQ(mmk_file_write_at(w, buf, 8000, 8144), -EFAULT);
+
+    /* Grow again, from outside and through the handle: zeros past 8292. */
+    CHECK(ftruncate(fd2, 12000) == 0);
+    CHECK_EQ(pwrite(fd2, "z", 1, 13000), 1);
+    CHECK_OK(mmk_file_resize(w, 16384));
+    unsigned char *rb = malloc(16384);
+    CHECK_EQ(pread(fd2, rb, 16384, 0), 16384);
+    for (size_t i = 8292; i < 16384; i++)
+        if (i != 13000 && rb[i] != 0) {
+            fprintf(stderr, "byte %zu past the cut reads %u\n", i, rb[i]);
+            CHECK(rb[i] == 0);
+        }
+    memset(rb, 0xee, 16384);
+    CHECK_EQ(mmk_file_read_at(w, rb, 8092, 8292), 8092);
+    for (size_t i = 0; i < 8092; i++)
+        CHECK(rb[i] == (i == 13000 - 8292 ? 'z' : 0));
+    close(fd2);
+    mmk_file_close(w);
+    unlink(path);
+    free(rb);
+    free(buf);
+}
+
 static void test_policy(void)
 {
     mmk_file *f;
@@ -296,6 +351,9 @@ int main(void)
     test_rw(MMK_FILE_MMAP);
     test_rw(MMK_FILE_PREAD);
     test_truncated_under_reader();
+    test_stale_tail_write(dirbuf);
+    if (access("/dev/shm", W_OK) == 0)
+        test_stale_tail_write("/dev/shm");
     test_policy();
     test_reserve_limit();
     rm_rf(dirbuf);

@@ -73,7 +73,11 @@ MMK_API ssize_t mmk_file_read_at(mmk_file *f, void *buf, size_t len, uint64_t of
 /* Write len bytes at off, growing the file when off + len is past its end
  * (blocks are reserved first: -ENOSPC on a full disk, nothing written).
  * Returns len, or -EBADF (opened read-only), -EFBIG (beyond the
- * reservation), -ENOSPC, -EFAULT (the file shrank under the write), -EIO. */
+ * reservation), -ENOSPC, -EFAULT (the file shrank under the write: the part
+ * before the new end may be written, nothing is left past it), -EIO.
+ * Through the mapping each write checks the real size afterwards (one
+ * fstat), because a store past the end inside the last page does not
+ * fault. */
 MMK_API ssize_t mmk_file_write_at(mmk_file *f, const void *buf, size_t len, uint64_t off);
 
 /* Set the size. Growing reserves the new blocks (-ENOSPC when the disk is
