@@ -33,6 +33,7 @@
 #define SPINS        100 /* polls before sleeping: a few microseconds */
 #define REC_HDR      8u
 #define REC_CHECK    0x52454331u
+#define RING_NOINLINE __attribute__((noinline)) /* rare work, kept off the fast paths */
 
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free to be shared");
 
@@ -81,15 +82,16 @@ struct mmk_ring {
     uint64_t tail_cache;
     size_t woff;     /* head mod cap */
     unsigned pgen;   /* fork generation in which we claimed the producer side */
-    int rsv_open;
-    size_t rsv_len;
+    size_t rsv_n;    /* records in the open reservation (0: none) */
+    size_t rsv_len;  /* payload bytes reserved for each of them */
     uint64_t pub_head; /* last head published (MMK_RING_BATCH: may lag head) */
     /* consumer's private state */
     _Alignas(LINE) uint64_t tail;
     uint64_t head_cache;
     size_t roff;
     unsigned cgen;
-    size_t peek_space; /* ring bytes of the record returned by peek, 0: none */
+    size_t peek_space; /* ring bytes of the records returned by the last peek, 0: none */
+    size_t peek_n;     /* how many records that peek returned */
     uint64_t pub_tail;
     /* cold: set up once */
     _Alignas(LINE) struct ring_hdr *hdr;
@@ -167,7 +169,7 @@ static void claim_consumer(mmk_ring *r)
         r->tail = r->pub_tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
         r->roff = (size_t)(r->tail % r->cap);
         r->head_cache = atomic_load_explicit(&h->head, memory_order_acquire);
-        r->peek_space = 0;
+        r->peek_space = r->peek_n = 0;
     }
     atomic_store_explicit(&h->cons_pid, mmk__os_getpid(), memory_order_relaxed);
     atomic_store_explicit(&h->cons_gone, 0, memory_order_relaxed);
@@ -981,38 +983,107 @@ MMK_API int mmk_ring_poll_prepare(mmk_ring *r, unsigned which)
 
 /* --------------------------------------------------------------- records */
 
+/* Each public record call has a short fast path for the usual case (this
+ * process owns the side, no sticky error, records aligned, the cached
+ * position of the peer is enough) and hands everything else to one general
+ * out-of-line function, which returns the right error or does the rare work
+ * (claiming a side after fork, reloading the peer's position). Keeping the
+ * rare work out of line is what lets the fast path run without saving
+ * registers. */
+
 static inline size_t rec_space(size_t len) { return REC_HDR + ((len + 7) & ~(size_t)7); }
+
+/* Header: the length, and length ^ REC_CHECK, as one 64-bit word. */
+static inline uint64_t rec_header(size_t len)
+{
+    return (uint64_t)len | (uint64_t)(len ^ REC_CHECK) << 32;
+}
+
+static inline int prod_fast(const mmk_ring *r)
+{
+    return r->pgen == gen_now() && !atomic_load_explicit(&r->broken, memory_order_relaxed);
+}
+
+static inline int cons_fast(const mmk_ring *r)
+{
+    return r->cgen == gen_now() && !atomic_load_explicit(&r->broken, memory_order_relaxed);
+}
 
 MMK_API size_t mmk_ring_record_space(size_t len)
 {
     return len > UINT32_MAX ? SIZE_MAX : rec_space(len);
 }
 
+/* Reserve up to max records of len bytes (max >= 1), reloading the
+ * consumer's position at most once. The count, or a negative code. */
+static RING_NOINLINE ssize_t reserve_any(mmk_ring *r, size_t len, size_t max, void **recs)
+{
+    int rc = enter_producer(r);
+    if (rc)
+        return rc;
+    if (r->rsv_n)
+        return -EBUSY;
+    if (r->woff & 7)
+        return -EINVAL; /* byte spans were mixed in: records need 8-byte alignment */
+    if (len > UINT32_MAX || rec_space(len) > r->cap)
+        return -EMSGSIZE;
+    if (write_closed(r))
+        return -EPIPE;
+    size_t sp = rec_space(len), fit = r->cap / sp;
+    if (max > fit)
+        max = fit;
+    ssize_t fr = prod_free(r, max * sp);
+    if (fr < 0)
+        return fr;
+    size_t n = (size_t)fr / sp;
+    if (!n)
+        return -EAGAIN;
+    if (n > max)
+        n = max;
+    /* n * sp <= cap: with the mirror every record is one piece */
+    char *p = r->data + r->woff + REC_HDR;
+    for (size_t i = 0; i < n; i++)
+        recs[i] = p + i * sp;
+    r->rsv_n = n;
+    r->rsv_len = len;
+    return (ssize_t)n;
+}
+
 MMK_API int mmk_ring_rec_reserve(mmk_ring *r, size_t len, void **rec)
 {
     if (mmk__unlikely(!r || !rec))
         return -EINVAL;
-    int rc = enter_producer(r);
-    if (mmk__unlikely(rc))
-        return rc;
-    if (mmk__unlikely(r->rsv_open))
-        return -EBUSY;
-    if (mmk__unlikely(r->woff & 7))
-        return -EINVAL; /* byte spans were mixed in: records need 8-byte alignment */
-    if (mmk__unlikely(len > UINT32_MAX || rec_space(len) > r->cap))
-        return -EMSGSIZE;
-    if (mmk__unlikely(write_closed(r)))
-        return -EPIPE;
-    size_t need = rec_space(len);
-    ssize_t fr = prod_free(r, need);
-    if (mmk__unlikely(fr < 0))
-        return (int)fr;
-    if ((size_t)fr < need)
-        return -EAGAIN;
-    r->rsv_open = 1;
-    r->rsv_len = len;
-    *rec = r->data + r->woff + REC_HDR;
-    return 0;
+    size_t sp = rec_space(len);
+    if (mmk__likely(prod_fast(r) && !r->rsv_n && !(r->woff & 7) && len <= UINT32_MAX &&
+                    r->cap - (size_t)(r->head - r->tail_cache) >= sp && !write_closed(r))) {
+        r->rsv_n = 1;
+        r->rsv_len = len;
+        *rec = r->data + r->woff + REC_HDR;
+        return 0;
+    }
+    ssize_t n = reserve_any(r, len, 1, rec);
+    return n < 0 ? (int)n : 0;
+}
+
+MMK_API ssize_t mmk_ring_rec_reserve_n(mmk_ring *r, size_t len, size_t max, void **recs)
+{
+    if (!r || !recs || !max)
+        return -EINVAL;
+    return reserve_any(r, len, max, recs);
+}
+
+/* Publish n records of the open reservation, each len bytes long. */
+static inline void commit_recs(mmk_ring *r, size_t n, size_t len)
+{
+    size_t sp = rec_space(len);
+    uint64_t w = rec_header(len);
+    char *p = r->data + r->woff;
+    for (size_t i = 0; i < n; i++)
+        *(uint64_t *)(void *)(p + i * sp) = w;
+    r->rsv_n = 0;
+    r->head += n * sp;
+    r->woff = off_add(r, r->woff, n * sp);
+    commit_head(r);
 }
 
 MMK_API int mmk_ring_rec_commit(mmk_ring *r, size_t len)
@@ -1022,15 +1093,26 @@ MMK_API int mmk_ring_rec_commit(mmk_ring *r, size_t len)
     int rc = atomic_load_explicit(&r->broken, memory_order_relaxed);
     if (mmk__unlikely(rc))
         return rc;
-    if (mmk__unlikely(!r->rsv_open || len > r->rsv_len))
+    if (mmk__unlikely(r->rsv_n != 1 || len > r->rsv_len))
         return -EINVAL;
-    /* Header: length, and length ^ REC_CHECK, as one 64-bit word. */
-    *(uint64_t *)(void *)(r->data + r->woff) = (uint64_t)len | (uint64_t)(len ^ REC_CHECK) << 32;
-    size_t sp = rec_space(len);
-    r->rsv_open = 0;
-    r->head += sp;
-    r->woff = off_add(r, r->woff, sp);
-    commit_head(r);
+    commit_recs(r, 1, len);
+    return 0;
+}
+
+MMK_API int mmk_ring_rec_commit_n(mmk_ring *r, size_t n)
+{
+    if (!r)
+        return -EINVAL;
+    int rc = atomic_load_explicit(&r->broken, memory_order_relaxed);
+    if (rc)
+        return rc;
+    if (!r->rsv_n || n > r->rsv_n)
+        return -EINVAL;
+    if (!n) {
+        r->rsv_n = 0;
+        return 0;
+    }
+    commit_recs(r, n, r->rsv_len);
     return 0;
 }
 
@@ -1041,50 +1123,151 @@ MMK_API int mmk_ring_rec_discard(mmk_ring *r)
     int rc = atomic_load_explicit(&r->broken, memory_order_relaxed);
     if (rc)
         return rc;
-    if (!r->rsv_open)
+    if (!r->rsv_n)
         return -EINVAL;
-    r->rsv_open = 0;
+    r->rsv_n = 0;
     return 0;
+}
+
+/* Read and judge the header at ring offset off with `av` bytes published
+ * from there: the record's ring bytes, or 0 when the header is impossible.
+ * One volatile load: a hostile peer may rewrite the header meanwhile, and we
+ * must judge and use the same value. */
+static inline size_t rec_at(const mmk_ring *r, size_t off, size_t av, uint32_t *len)
+{
+    uint64_t w = *(volatile const uint64_t *)(const void *)(r->data + off);
+    uint32_t l = (uint32_t)w, chk = (uint32_t)(w >> 32);
+    size_t sp = rec_space(l);
+    *len = l;
+    /* The producer publishes whole records only, so a header inside what
+     * was published whose record reaches beyond it is corrupt. */
+    return mmk__likely(chk == (l ^ REC_CHECK) && sp <= av) ? sp : 0;
+}
+
+static RING_NOINLINE ssize_t peek_any(mmk_ring *r, const void **rec)
+{
+    int rc = enter_consumer(r);
+    if (rc)
+        return rc;
+    if (r->roff & 7)
+        return -EINVAL; /* byte spans were mixed in */
+    ssize_t av = cons_avail(r, REC_HDR);
+    if (av < 0)
+        return av;
+    if ((size_t)av < REC_HDR)
+        return -EAGAIN;
+    uint32_t len;
+    size_t sp = rec_at(r, r->roff, (size_t)av, &len);
+    if (!sp)
+        return corrupt(r);
+    r->peek_space = sp;
+    r->peek_n = 1;
+    *rec = r->data + r->roff + REC_HDR;
+    return (ssize_t)len;
 }
 
 MMK_API ssize_t mmk_ring_rec_peek(mmk_ring *r, const void **rec)
 {
     if (mmk__unlikely(!r || !rec))
         return -EINVAL;
+    size_t av = (size_t)(r->head_cache - r->tail);
+    if (mmk__likely(cons_fast(r) && !(r->roff & 7) && av >= REC_HDR)) {
+        uint32_t len;
+        size_t sp = rec_at(r, r->roff, av, &len);
+        if (mmk__likely(sp)) {
+            r->peek_space = sp;
+            r->peek_n = 1;
+            *rec = r->data + r->roff + REC_HDR;
+            return (ssize_t)len;
+        }
+    }
+    return peek_any(r, rec);
+}
+
+MMK_API ssize_t mmk_ring_rec_peek_batch(mmk_ring *r, struct mmk_ring_rec *out, size_t max)
+{
+    if (!r || !out || !max)
+        return -EINVAL;
     int rc = enter_consumer(r);
-    if (mmk__unlikely(rc))
+    if (rc)
         return rc;
-    if (mmk__unlikely(r->roff & 7))
-        return -EINVAL; /* byte spans were mixed in */
-    ssize_t av = cons_avail(r, r->peek_space ? r->peek_space : REC_HDR);
-    if (mmk__unlikely(av < 0))
-        return av;
-    if ((size_t)av < REC_HDR)
-        return -EAGAIN;
-    /* One volatile load: a hostile peer may rewrite the header meanwhile,
-     * and we must judge and use the same value. */
-    uint64_t w = *(volatile const uint64_t *)(const void *)(r->data + r->roff);
-    uint32_t len = (uint32_t)w, chk = (uint32_t)(w >> 32);
-    size_t sp = rec_space(len);
-    if (mmk__unlikely(chk != (len ^ REC_CHECK) || sp > (size_t)av))
-        return corrupt(r);
-    r->peek_space = sp;
-    *rec = r->data + r->roff + REC_HDR;
-    return (ssize_t)len;
+    if (r->roff & 7)
+        return -EINVAL;
+    uint64_t pos = r->tail, end = r->head_cache;
+    size_t off = r->roff, n = 0;
+    for (int fresh = 0;; fresh = 1) {
+        while (n < max && end - pos >= REC_HDR) {
+            uint32_t len;
+            size_t sp = rec_at(r, off, (size_t)(end - pos), &len);
+            if (mmk__unlikely(!sp))
+                return corrupt(r);
+            out[n].data = r->data + off + REC_HDR;
+            out[n].len = len;
+            n++;
+            pos += sp;
+            off = off_add(r, off, sp);
+        }
+        if (n == max || fresh)
+            break;
+        /* The cache ran dry: one acquire load of the producer's position
+         * for everything published since. */
+        ssize_t av = cons_avail(r, (size_t)(pos - r->tail) + REC_HDR);
+        if (av < 0)
+            return av;
+        end = r->tail + (size_t)av;
+    }
+    r->peek_space = (size_t)(pos - r->tail);
+    r->peek_n = n;
+    return n ? (ssize_t)n : -EAGAIN;
+}
+
+/* Give back `sp` ring bytes of peeked records. */
+static inline void release_bytes(mmk_ring *r, size_t sp)
+{
+    r->tail += sp;
+    r->roff = off_add(r, r->roff, sp);
+    r->peek_space = r->peek_n = 0;
+    commit_tail(r);
+}
+
+MMK_API int mmk_ring_rec_release_n(mmk_ring *r, size_t n)
+{
+    if (!r)
+        return -EINVAL;
+    int rc = atomic_load_explicit(&r->broken, memory_order_relaxed);
+    if (rc)
+        return rc;
+    if (n > r->peek_n || (!n && !r->peek_n))
+        return -EINVAL;
+    if (!n)
+        return 0;
+    size_t sp = r->peek_space;
+    if (n < r->peek_n) {
+        /* Part of a batch: walk the headers again. They were judged by the
+         * peek; a hostile peer may have changed them since, so judge them
+         * again against what the peek covered. */
+        size_t off = r->roff;
+        sp = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t len;
+            size_t s = rec_at(r, off, r->peek_space - sp, &len);
+            if (!s)
+                return corrupt(r);
+            sp += s;
+            off = off_add(r, off, s);
+        }
+    }
+    release_bytes(r, sp);
+    return 0;
 }
 
 MMK_API int mmk_ring_rec_release(mmk_ring *r)
 {
     if (mmk__unlikely(!r))
         return -EINVAL;
-    int rc = atomic_load_explicit(&r->broken, memory_order_relaxed);
-    if (mmk__unlikely(rc))
-        return rc;
-    if (mmk__unlikely(!r->peek_space))
-        return -EINVAL;
-    r->tail += r->peek_space;
-    r->roff = off_add(r, r->roff, r->peek_space);
-    r->peek_space = 0;
-    commit_tail(r);
-    return 0;
+    if (mmk__likely(r->peek_n == 1 && !atomic_load_explicit(&r->broken, memory_order_relaxed))) {
+        release_bytes(r, r->peek_space);
+        return 0;
+    }
+    return mmk_ring_rec_release_n(r, 1);
 }

@@ -220,6 +220,120 @@ static void test_records(void)
     mmk_ring_destroy(r);
 }
 
+/* Batched records: reserve_n/commit_n and peek_batch/release_n, their
+ * refusals, partial commits and releases, mixing with single calls, and a
+ * random stream across the end of a 3-page ring checked byte for byte. */
+static void test_records_batched(void)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(3 * page, 0, &r));
+    size_t cap = mmk_ring_capacity(r);
+    void *w[512];
+    struct mmk_ring_rec out[512];
+    const void *q;
+    CHECK_EQ(mmk_ring_rec_reserve_n(NULL, 8, 1, w), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_reserve_n(r, 8, 0, w), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_reserve_n(r, 8, 1, NULL), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_reserve_n(r, cap, 1, w), -EMSGSIZE);
+    CHECK_EQ(mmk_ring_rec_commit_n(r, 1), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_commit_n(NULL, 1), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 4), -EAGAIN);
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 0), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, NULL, 4), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_peek_batch(NULL, out, 4), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_release_n(r, 1), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_release_n(r, 0), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_release_n(NULL, 1), -EINVAL);
+
+    /* 4 reserved, 3 published with one commit, records one after another */
+    CHECK_EQ(mmk_ring_rec_reserve_n(r, 10, 4, w), 4);
+    CHECK_EQ(mmk_ring_rec_reserve(r, 1, &w[8]), -EBUSY);
+    CHECK_EQ(mmk_ring_rec_reserve_n(r, 1, 1, &w[8]), -EBUSY);
+    CHECK_EQ(mmk_ring_rec_commit(r, 10), -EINVAL); /* several open: commit_n */
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ((char *)w[i] - (char *)w[0], (ptrdiff_t)(i * mmk_ring_record_space(10)));
+        memset(w[i], 'a' + i, 10);
+    }
+    CHECK_EQ(mmk_ring_rec_commit_n(r, 5), -EINVAL);
+    CHECK_OK(mmk_ring_rec_commit_n(r, 3));
+    CHECK_EQ(mmk_ring_rec_commit_n(r, 1), -EINVAL); /* the fourth was dropped */
+    /* one single record after them */
+    void *p;
+    CHECK_OK(mmk_ring_rec_reserve(r, 3, &p));
+    memcpy(p, "xyz", 3);
+    CHECK_OK(mmk_ring_rec_commit(r, 3));
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 2), 2);
+    CHECK_EQ(out[0].len, 10);
+    CHECK_EQ(((const char *)out[1].data)[9], 'b');
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 64), 4); /* peek again: from the start */
+    CHECK_EQ(out[3].len, 3);
+    CHECK(!memcmp(out[3].data, "xyz", 3));
+    CHECK_EQ(mmk_ring_rec_release_n(r, 5), -EINVAL);
+    CHECK_OK(mmk_ring_rec_release_n(r, 0)); /* nothing, the peek stays */
+    CHECK_OK(mmk_ring_rec_release_n(r, 1)); /* a part: the rest comes again */
+    CHECK_EQ(mmk_ring_rec_release_n(r, 1), -EINVAL);
+    CHECK_EQ(mmk_ring_rec_peek(r, &q), 10);
+    CHECK_EQ(((const char *)q)[0], 'b');
+    CHECK_OK(mmk_ring_rec_release(r));
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 64), 2);
+    CHECK_OK(mmk_ring_rec_release(r)); /* the first of a batch */
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 64), 1);
+    CHECK(!memcmp(out[0].data, "xyz", 3));
+    CHECK_OK(mmk_ring_rec_release_n(r, 1));
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 64), -EAGAIN);
+    /* commit_n(0) and discard drop a reservation */
+    CHECK_EQ(mmk_ring_rec_reserve_n(r, 0, 3, w), 3);
+    CHECK_OK(mmk_ring_rec_commit_n(r, 0));
+    CHECK_EQ(mmk_ring_rec_reserve_n(r, 0, 3, w), 3);
+    CHECK_OK(mmk_ring_rec_discard(r));
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 64), -EAGAIN);
+    /* as many as fit, then -EAGAIN */
+    size_t sp = mmk_ring_record_space(100);
+    CHECK_EQ(mmk_ring_rec_reserve_n(r, 100, 512, w), (ssize_t)(cap / sp));
+    CHECK_OK(mmk_ring_rec_commit_n(r, cap / sp));
+    CHECK_EQ(mmk_ring_rec_reserve_n(r, 100, 4, w), -EAGAIN);
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 512), (ssize_t)(cap / sp));
+    CHECK_OK(mmk_ring_rec_release_n(r, cap / sp));
+
+    /* A random stream: batches of random sizes on both sides, partial
+     * commits and releases, checked byte for byte, across the end. */
+    uint64_t seed = 11, wn = 0, rn = 0;
+    int straddled = 0;
+    for (long it = 0; it < test_scaled(40000); it++) {
+        size_t len = (size_t)(test_rand(&seed) % 300), max = 1 + (size_t)(test_rand(&seed) % 40);
+        ssize_t n = mmk_ring_rec_reserve_n(r, len, max, w);
+        if (n > 0) {
+            CHECK((size_t)n <= max);
+            size_t k = (size_t)(test_rand(&seed) % ((size_t)n + 1)); /* commit a part */
+            for (size_t i = 0; i < k; i++)
+                for (size_t b = 0; b < len; b++)
+                    ((unsigned char *)w[i])[b] = (unsigned char)(wn + i + b);
+            CHECK_OK(mmk_ring_rec_commit_n(r, k));
+            wn += k;
+        } else {
+            CHECK_EQ(n, -EAGAIN);
+        }
+        max = 1 + (size_t)(test_rand(&seed) % 64);
+        n = mmk_ring_rec_peek_batch(r, out, max);
+        if (n == -EAGAIN)
+            continue;
+        CHECK(n > 0 && (size_t)n <= max);
+        size_t k = 1 + (size_t)(test_rand(&seed) % (size_t)n); /* release a part */
+        for (size_t i = 0; i < k; i++) {
+            const unsigned char *d = out[i].data;
+            for (size_t b = 0; b < out[i].len; b++)
+                CHECK_EQ(d[b], (unsigned char)(rn + i + b));
+            if (i && (const char *)out[i].data < (const char *)out[i - 1].data)
+                straddled = 1; /* the batch went round the end */
+        }
+        CHECK_OK(mmk_ring_rec_release_n(r, k));
+        rn += k;
+    }
+    CHECK(rn > 10000);
+    CHECK(straddled);
+    mmk_ring_destroy(r);
+}
+
 static void test_close_and_copy(void)
 {
     mmk_ring *r;
@@ -487,6 +601,7 @@ int main(void)
     test_refusals();
     test_wrap_random();
     test_records();
+    test_records_batched();
     test_close_and_copy();
     test_timeouts();
     test_huge();

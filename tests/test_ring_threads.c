@@ -2,7 +2,8 @@
 /* ring.h between two threads: 1 GiB (scaled) of bytes in random spans checked
  * byte for byte, spinning and blocking; a record stream ended by close_write;
  * a consumer sleeping in epoll on the eventfd; ping-pong, where every message
- * needs a wake-up. Streams, records and ping-pong also with MMK_RING_BATCH. */
+ * needs a wake-up. Streams, records and ping-pong also with MMK_RING_BATCH;
+ * batched records (reserve_n/commit_n, peek_batch/release_n). */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -184,6 +185,90 @@ static void records(uint64_t count, unsigned flags)
     mmk_ring_destroy(r);
 }
 
+/* Batched records: the producer reserves up to 40 records of one random
+ * length at a time and publishes a random part of them with one commit_n
+ * (now and then a single record instead); the consumer takes random-sized
+ * batches with peek_batch and releases a random part with release_n. Each
+ * record carries its sequence number and a slice of the pattern, checked. */
+static void *recb_producer(void *arg)
+{
+    struct job *j = arg;
+    uint64_t seed = j->seed, k = 0;
+    void *w[40];
+    while (k < j->total) {
+        size_t len = 8 + (size_t)(test_rand(&seed) % 600), max = 1 + (size_t)(test_rand(&seed) % 40);
+        ssize_t n;
+        if (max > j->total - k)
+            max = (size_t)(j->total - k);
+        int single = test_rand(&seed) % 8 == 0;
+        while ((n = single ? (mmk_ring_rec_reserve(j->r, len, w) ? -EAGAIN : 1)
+                           : mmk_ring_rec_reserve_n(j->r, len, max, w)) == -EAGAIN) {
+            int rc = mmk_ring_wait_writable(j->r, mmk_ring_record_space(len), 10000);
+            if (rc) {
+                j->result = rc;
+                return NULL;
+            }
+        }
+        if (n <= 0) {
+            j->result = n ? (int)n : -1;
+            return NULL;
+        }
+        size_t c = single ? 1 : (size_t)(test_rand(&seed) % ((size_t)n + 1));
+        for (size_t i = 0; i < c; i++) {
+            uint64_t seq = k + i;
+            memcpy(w[i], &seq, 8);
+            memcpy((char *)w[i] + 8, pat + (seq * 31) % PERIOD, len - 8);
+        }
+        if (single ? mmk_ring_rec_commit(j->r, len) : mmk_ring_rec_commit_n(j->r, c)) {
+            j->result = -1;
+            return NULL;
+        }
+        k += c;
+    }
+    j->result = mmk_ring_close_write(j->r);
+    return NULL;
+}
+
+static void records_batched(uint64_t count, unsigned flags)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(5 * 4096, flags, &r));
+    struct job j = {r, count, 1, 777, 0};
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, recb_producer, &j), 0);
+    uint64_t seed = 4242, k = 0, batches = 0;
+    struct mmk_ring_rec out[64];
+    for (;;) {
+        size_t max = 1 + (size_t)(test_rand(&seed) % 64);
+        ssize_t n = mmk_ring_rec_peek_batch(r, out, max);
+        if (n == -EAGAIN) {
+            int rc = mmk_ring_wait_readable(r, 8, 10000);
+            if (rc == -EPIPE)
+                break;
+            CHECK_OK(rc);
+            continue;
+        }
+        CHECK(n > 0 && (size_t)n <= max);
+        size_t c = 1 + (size_t)(test_rand(&seed) % (size_t)n);
+        for (size_t i = 0; i < c; i++) {
+            uint64_t seq;
+            CHECK(out[i].len >= 8);
+            memcpy(&seq, out[i].data, 8);
+            CHECK_EQ(seq, k + i);
+            CHECK(!memcmp((const char *)out[i].data + 8, pat + (seq * 31) % PERIOD, out[i].len - 8));
+        }
+        CHECK_OK(mmk_ring_rec_release_n(r, c));
+        k += c;
+        batches++;
+    }
+    pthread_join(t, NULL);
+    CHECK_OK(j.result);
+    CHECK_EQ(k, count);
+    printf("batched records%s: %llu checked in %llu batches\n", flags ? " (MMK_RING_BATCH)" : "",
+           (unsigned long long)k, (unsigned long long)batches);
+    mmk_ring_destroy(r);
+}
+
 /* ----------------------------------------------------------------- epoll */
 
 static void *chunk_writer(void *arg)
@@ -335,6 +420,8 @@ int main(int argc, char **argv)
         stream(1 << 20, gib / 4, 1, MMK_RING_BATCH);
         records((uint64_t)test_scaled(300000), 0);
         records((uint64_t)test_scaled(300000), MMK_RING_BATCH);
+        records_batched((uint64_t)test_scaled(300000), 0);
+        records_batched((uint64_t)test_scaled(300000), MMK_RING_BATCH);
         epoll_consumer((uint64_t)test_scaled(64 << 20));
         pingpong(test_scaled(20000), 0);
         pingpong(test_scaled(10000), MMK_RING_BATCH);

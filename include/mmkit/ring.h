@@ -190,7 +190,8 @@ MMK_API int     mmk_ring_poll_prepare(mmk_ring *r, unsigned which);
 MMK_API int     mmk_ring_rec_reserve(mmk_ring *r, size_t len, void **rec);
 
 /* Producer: publish the open reservation with its final length len (<= the
- * reserved length; -EINVAL otherwise or without a reservation). */
+ * reserved length; -EINVAL otherwise, without a reservation, or when the
+ * reservation came from mmk_ring_rec_reserve_n with more than one record). */
 MMK_API int     mmk_ring_rec_commit(mmk_ring *r, size_t len);
 
 /* Producer: drop the open reservation; nothing is published. */
@@ -204,12 +205,61 @@ MMK_API int     mmk_ring_rec_discard(mmk_ring *r);
  * payload may still change under you: copy it before trusting it. */
 MMK_API ssize_t mmk_ring_rec_peek(mmk_ring *r, const void **rec);
 
-/* Consumer: release the record returned by the last peek. -EINVAL if none. */
+/* Consumer: release the record returned by the last peek (the first one
+ * after a peek_batch). -EINVAL if none. */
 MMK_API int     mmk_ring_rec_release(mmk_ring *r);
 
 /* Ring bytes taken by a record of len bytes (header and alignment), for
  * mmk_ring_wait_writable. */
 MMK_API size_t  mmk_ring_record_space(size_t len);
+
+/* ------------------------------------------------------- records, batched
+ *
+ * The same records, many per call: the consumer takes every record that is
+ * ready with one load of the producer's position and gives them back with
+ * one store; the producer reserves several records and publishes them with
+ * one store. Per record, what is left is the header and the payload. This
+ * is what makes small records cheap between two cores (docs/BENCHMARKS.md,
+ * ring): each published position is a cache line that moves to the other
+ * core. Records from batched and single calls mix freely on one ring. */
+
+/* One record returned by mmk_ring_rec_peek_batch: its payload, in place. */
+struct mmk_ring_rec {
+    const void *data;
+    size_t len;
+};
+
+/* Producer: reserve up to max records of len bytes each (as many as fit
+ * now, at least 1); recs[i] receives the payload of the i-th, one after the
+ * other in ring order, each contiguous. Returns the count. The consumer's
+ * position is reloaded at most once, when the cached one shows less room
+ * than max records. -EAGAIN (not even one fits now: wait_writable for
+ * mmk_ring_record_space(len)), -EMSGSIZE, -EPIPE, -EBUSY (a reservation is
+ * open), -EINVAL (max 0, NULL, byte spans mixed in). Producer thread only. */
+MMK_API ssize_t mmk_ring_rec_reserve_n(mmk_ring *r, size_t len, size_t max, void **recs);
+
+/* Producer: publish the first n records of the open reservation (each of
+ * the reserved length) with one position store; the rest of the reservation
+ * is dropped (n 0 drops it all). -EINVAL when n exceeds the reservation or
+ * none is open. mmk_ring_rec_discard drops it too. */
+MMK_API int     mmk_ring_rec_commit_n(mmk_ring *r, size_t n);
+
+/* Consumer: up to max ready records, in place, into out[0..]; returns how
+ * many (>= 1), -EAGAIN when none is ready, MMK_ECORRUPT for an impossible
+ * header, -EINVAL (max 0, NULL, byte spans mixed in). Uses the cached
+ * position of the producer first and reloads it at most once, so one call
+ * drains what is published. The payloads stay valid until released; a new
+ * peek (batched or not) starts again at the first unreleased record. In
+ * untrusted mode, as for mmk_ring_rec_peek, copy a payload before trusting
+ * it. Consumer thread only. */
+MMK_API ssize_t mmk_ring_rec_peek_batch(mmk_ring *r, struct mmk_ring_rec *out, size_t max);
+
+/* Consumer: release the first n records returned by the last peek (batched
+ * or not; n up to that count) with one position store. The others stay in
+ * the ring and come first in the next peek. -EINVAL when n is more than was
+ * peeked (or nothing was peeked); n 0 does nothing. Releasing all is O(1);
+ * a part walks the n headers again (and, untrusted, re-checks them). */
+MMK_API int     mmk_ring_rec_release_n(mmk_ring *r, size_t n);
 
 #ifdef __cplusplus
 }
