@@ -27,6 +27,7 @@
                          * so a stream of new read views cannot starve it */
 #define LOCK_TURN 3     /* byte: a writer holds it while waiting for the writer lock,
                          * so one that re-locks at once queues behind the waiter */
+_Static_assert(LOCK_INTENT == LOCK_APPLY + 1, "apply_lock takes both bytes in one call");
 #define LOG_CHUNK ((uint64_t)4 << 20)
 #define LOG_LIMIT_DEFAULT ((uint64_t)32 << 20)
 #define RESERVE_DEFAULT ((size_t)64 << 30)
@@ -179,6 +180,10 @@ static void ofd_unlock(int fd, off_t byte)
 /* The applier: announce, wait for open views, keep new ones out. */
 static int apply_lock(mmk_heap *h)
 {
+    /* No view open (the usual case): both bytes in one call. */
+    struct flock both = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = LOCK_APPLY, .l_len = 2};
+    if (fcntl(h->fd, F_OFD_SETLK, &both) == 0)
+        return 0;
     int rc = ofd_lock(h->fd, F_WRLCK, LOCK_INTENT, 1);
     if (rc)
         return rc;
@@ -190,8 +195,11 @@ static int apply_lock(mmk_heap *h)
 
 static void apply_unlock(mmk_heap *h)
 {
-    ofd_unlock(h->fd, LOCK_APPLY);
-    ofd_unlock(h->fd, LOCK_INTENT);
+    struct flock both = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = LOCK_APPLY, .l_len = 2};
+    if (fcntl(h->fd, F_OFD_SETLK, &both)) {
+        ofd_unlock(h->fd, LOCK_APPLY);
+        ofd_unlock(h->fd, LOCK_INTENT);
+    }
 }
 
 /* A read view: pass the intent byte (waits while an applier is queued),
@@ -288,15 +296,15 @@ static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint
         return 0;
     struct hp_rec r;
     memcpy(&r, first, sizeof r);
-    struct stat st;
-    if (fstat(h->logfd, &st) || r.len > (uint64_t)st.st_size || off > (uint64_t)st.st_size - r.len)
-        return 0; /* a record never extends past the log's end: bounds what we allocate */
     if (r.magic != REC_MAGIC || r.gen != gen || r.commit_id != expect || r.npages == 0 ||
         r.heap_uuid != uuid || r.npages > (1u << 26) ||
         r.meta_len != sizeof r + (uint64_t)r.npages * sizeof(struct hp_ent) ||
         r.len < r.meta_len || r.len > r.meta_len + (uint64_t)r.npages * HP_PAGE + REC_ALIGN ||
         r.heap_size & (HP_PAGE - 1) || r.heap_size < HP_MIN_PAGES * HP_PAGE)
-        return 0;
+        return 0; /* the usual answer at the log's end: no system call spent */
+    struct stat st;
+    if (fstat(h->logfd, &st) || r.len > (uint64_t)st.st_size || off > (uint64_t)st.st_size - r.len)
+        return 0; /* a record never extends past the log's end: bounds what we allocate */
     unsigned char *m = malloc(r.meta_len);
     if (!m)
         return 0;
@@ -355,11 +363,14 @@ static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint
 /* Mark the file's header (still the previous commit's) as "commit id being
  * applied": if the applier dies half-way, readers and the next writer see
  * the mark and recover instead of trusting a half-applied file. */
-static int mark_applying(mmk_heap *h, uint64_t commit_id)
+static int mark_applying(mmk_heap *h, uint64_t commit_id, const struct hp_header *file_hdr)
 {
     struct hp_header old;
-    ssize_t g = IO->pread(h->fd, &old, sizeof old, 0);
-    if (g != (ssize_t)sizeof old || old.magic != HP_MAGIC || old.crc != mmk__hp_header_crc(&old))
+    if (file_hdr) /* the caller holds the file's header: no read */
+        old = *file_hdr;
+    else if (IO->pread(h->fd, &old, sizeof old, 0) != (ssize_t)sizeof old)
+        return 0;
+    if (old.magic != HP_MAGIC || old.crc != mmk__hp_header_crc(&old))
         return 0; /* no valid header to mark: recovery replays from the log anyway */
     old.applying = commit_id;
     old.crc = mmk__hp_header_crc(&old);
@@ -383,7 +394,7 @@ static int rec_apply(mmk_heap *h, const struct hp_rec *r, const unsigned char *d
     uint64_t total = 0;
     for (uint32_t i = 0; i < r->npages; i++)
         total += e[i].len;
-    int rc = mark_applying(h, r->commit_id);
+    int rc = mark_applying(h, r->commit_id, NULL);
     if (rc)
         return rc;
     for (uint32_t i = r->npages; i-- > 0;) {
@@ -643,14 +654,18 @@ static int map_file(mmk_heap *h, size_t upto, int writable)
 
 /* Map what other processes grew; the file must hold it. */
 /* Also refuses a file cut shorter than the heap (by another program): the
- * mapping would raise SIGBUS in library code. */
-static int catch_up(mmk_heap *h, int writable)
+ * mapping would raise SIGBUS in library code. fsize: the file's size if the
+ * caller just read it, else UINT64_MAX. */
+static int catch_up(mmk_heap *h, int writable, uint64_t fsize)
 {
     uint64_t size = __atomic_load_n(&h->hdr->heap_size, __ATOMIC_ACQUIRE);
-    struct stat st;
-    if (fstat(h->fd, &st))
-        return -errno;
-    if ((uint64_t)st.st_size < size)
+    if (fsize == UINT64_MAX) {
+        struct stat st;
+        if (fstat(h->fd, &st))
+            return -errno;
+        fsize = (uint64_t)st.st_size;
+    }
+    if (fsize < size)
         return MMK_ECORRUPT;
     if (size > h->reserve)
         return -ENOMEM; /* grown past this handle's reservation: reopen */
@@ -661,8 +676,9 @@ static int catch_up(mmk_heap *h, int writable)
 
 /* A copy of the header as this handle maps it, read with a guarded copy
  * after checking the file's size: a file cut short by another program
- * gives MMK_ECORRUPT (or -EIO for an unreadable page), not SIGBUS. */
-static int snap_header(mmk_heap *h, struct hp_header *out)
+ * gives MMK_ECORRUPT (or -EIO for an unreadable page), not SIGBUS.
+ * *fsize (may be NULL) gets the file's size. */
+static int snap_header(mmk_heap *h, struct hp_header *out, uint64_t *fsize)
 {
     struct stat st;
     if (fstat(h->fd, &st))
@@ -674,6 +690,8 @@ static int snap_header(mmk_heap *h, struct hp_header *out)
         return rc == -EIO ? -EIO : MMK_ECORRUPT;
     if ((uint64_t)st.st_size < out->heap_size)
         return MMK_ECORRUPT;
+    if (fsize)
+        *fsize = (uint64_t)st.st_size;
     return 0;
 }
 
@@ -879,6 +897,9 @@ static void heap_free(mmk_heap *h)
     free(h->scratch);
     free(h->iov);
     free(h->orig);
+    free(h->written);
+    free(h->shadow_pg);
+    free(h->shadow_buf);
     free(h);
 }
 
@@ -1047,16 +1068,24 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
     /* Take turns: queue on the turn byte, then wait for the writer lock
      * holding it, so the writer that just committed cannot barge back in
      * ahead of one that was waiting. */
-    rc = ofd_lock(h->fd, F_WRLCK, LOCK_TURN, 1);
-    if (rc)
-        return rc;
-    rc = ofd_lock(h->fd, F_WRLCK, LOCK_WRITER, 1);
-    ofd_unlock(h->fd, LOCK_TURN);
-    if (rc)
-        return rc;
+    struct flock turn = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = LOCK_TURN, .l_len = 1};
+    struct flock wl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = LOCK_WRITER, .l_len = 1};
+    if (fcntl(h->fd, F_OFD_GETLK, &turn) == 0 && turn.l_type == F_UNLCK &&
+        fcntl(h->fd, F_OFD_SETLK, &wl) == 0) {
+        /* nobody queued and the lock free: two calls instead of three */
+    } else {
+        rc = ofd_lock(h->fd, F_WRLCK, LOCK_TURN, 1);
+        if (rc)
+            return rc;
+        rc = ofd_lock(h->fd, F_WRLCK, LOCK_WRITER, 1);
+        ofd_unlock(h->fd, LOCK_TURN);
+        if (rc)
+            return rc;
+    }
     /* A writer killed after its log sync left a commit to apply. */
     struct hp_header cur, *hd = &cur;
-    rc = snap_header(h, &cur);
+    uint64_t fsize;
+    rc = snap_header(h, &cur, &fsize);
     if (rc)
         goto unlock;
     struct hp_loghdr lh;
@@ -1094,7 +1123,7 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
     if (need || !log_ok || hd->applying || hd->crc != mmk__hp_header_crc(hd)) {
         rc = recover_locked(h, 1);
         if (!rc)
-            rc = snap_header(h, &cur);
+            rc = snap_header(h, &cur, &fsize);
         if (rc)
             goto unlock;
     }
@@ -1104,7 +1133,7 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
         if (rc)
             goto unlock;
     }
-    rc = catch_up(h, 0);
+    rc = catch_up(h, 0, fsize);
     if (rc)
         goto unlock;
     h->txn_start_size = hd->heap_size;
@@ -1256,6 +1285,114 @@ static int log_reserve(mmk_heap *h, uint64_t end)
     return 0;
 }
 
+/* Grow a page-number array to hold n. */
+static int grow_u64(uint64_t **a, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < n)
+        c *= 2;
+    uint64_t *d = realloc(*a, c * sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    *a = d;
+    *cap = c;
+    return 0;
+}
+
+static int in_sorted(const uint64_t *a, size_t n, uint64_t pg)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (a[mid] == pg)
+            return (int)mid;
+        if (a[mid] < pg)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+/* Where the commit reads and stores page pg: its shadow copy, or the
+ * mapping (a page the transaction wrote, or any page when all-writable). */
+static unsigned char *commit_page(const mmk_heap *h, uint64_t pg)
+{
+    int i = h->nshadow ? in_sorted(h->shadow_pg, h->nshadow, pg) : -1;
+    return i >= 0 ? h->shadow_buf + ((size_t)i << (HP_SHIFT + 1)) : (unsigned char *)hp_page(h, pg);
+}
+
+/* The file's bytes of a shadowed page, or NULL. */
+static const unsigned char *shadow_orig(const mmk_heap *h, uint64_t pg)
+{
+    int i = h->nshadow ? in_sorted(h->shadow_pg, h->nshadow, pg) : -1;
+    return i >= 0 ? h->shadow_buf + ((size_t)i << (HP_SHIFT + 1)) + HP_PAGE : NULL;
+}
+
+static uint32_t *commit_csum_slot(const mmk_heap *h, uint64_t pg)
+{
+    return (uint32_t *)commit_page(h, hp_csum_page(pg)) + (pg % 1024);
+}
+
+/* With write-protect tracking, metadata pages the transaction did not write
+ * are read-only in the mapping and still show the file (page cache): build
+ * them in copies instead of making them writable. That saves, per page, an
+ * mprotect splitting the mapping, a copy on write, the mprotect merging it
+ * back and the MADV_DONTNEED; once the commit pwrites them, the mapping
+ * shows the new contents through the page cache. */
+static int make_shadows(mmk_heap *h)
+{
+    h->nshadow = 0;
+    if (hp_all_rw(h))
+        return 0;
+    size_t ns = 0;
+    for (size_t i = 0; i < h->ndirty; i++) {
+        uint64_t p = h->dirty[i];
+        if ((p == 0 || is_csum_page(p)) && in_sorted(h->written, h->nwritten, p) < 0)
+            ns++;
+    }
+    if (!ns)
+        return 0;
+    size_t cap = h->cap_shadow;
+    int rc = grow_u64(&h->shadow_pg, &h->cap_shadow, ns);
+    if (rc)
+        return rc;
+    if (cap != h->cap_shadow || !h->shadow_buf) {
+        unsigned char *buf = realloc(h->shadow_buf, h->cap_shadow << (HP_SHIFT + 1));
+        if (!buf)
+            return -ENOMEM;
+        h->shadow_buf = buf;
+    }
+    /* Two pages each: the copy the commit changes, and the file's bytes
+     * (the delta's and mark_applying's reference, without a pread). */
+    for (size_t i = 0; i < h->ndirty; i++) {
+        uint64_t p = h->dirty[i];
+        if ((p == 0 || is_csum_page(p)) && in_sorted(h->written, h->nwritten, p) < 0) {
+            unsigned char *b = h->shadow_buf + (h->nshadow << (HP_SHIFT + 1));
+            memcpy(b, hp_page(h, p), HP_PAGE);
+            memcpy(b + HP_PAGE, b, HP_PAGE);
+            h->shadow_pg[h->nshadow++] = p;
+        }
+    }
+    return 0;
+}
+
+/* Before the transaction ends: shadowed pages were never made writable nor
+ * copied, so protect_back and discard_pages must leave them alone. */
+static void drop_shadows(mmk_heap *h)
+{
+    if (!h->nshadow)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < h->ndirty; i++)
+        if (in_sorted(h->shadow_pg, h->nshadow, h->dirty[i]) < 0)
+            h->dirty[k++] = h->dirty[i];
+    h->ndirty = k;
+    h->nshadow = 0;
+}
+
 MMK_API int mmk_heap_commit(mmk_heap *h)
 {
     int rc = usable(h);
@@ -1263,8 +1400,9 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         return rc;
     if (!h->in_txn)
         return -EINVAL;
-    struct hp_header *hd = h->hdr, cur;
-    rc = snap_header(h, &cur); /* the file may have been cut short meanwhile */
+    struct hp_header *hd, cur;
+    h->nshadow = 0;
+    rc = snap_header(h, &cur, NULL); /* the file may have been cut short meanwhile */
     if (!rc)
         rc = mmk__hp_dirty_collect(h);
     if (rc) {
@@ -1284,10 +1422,17 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
     if (k < h->ndirty)
         h->wp_unlisted = 1; /* writable pages left out of the list */
     h->ndirty = k;
-    /* The WP path needs the metadata pages writable before we store. */
+    sort_dedup(h);
+    /* Remember which pages the transaction wrote (writable in the mapping). */
     size_t ndata = h->ndirty;
+    rc = grow_u64(&h->written, &h->cap_written, ndata);
+    if (!rc) {
+        memcpy(h->written, h->dirty, ndata * sizeof *h->dirty);
+        h->nwritten = ndata;
+    }
     uint32_t z = mmk__hp_zero_crc();
-    rc = mmk__hp_dirty_add(h, 0);
+    if (!rc)
+        rc = mmk__hp_dirty_add(h, 0);
     for (size_t i = 0; !rc && i < ndata; i++) {
         uint64_t p = h->dirty[i];
         if (p == 0 || is_csum_page(p))
@@ -1304,14 +1449,8 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
                 rc = mmk__hp_dirty_add(h, hp_meta_start(hp_group(h->dirty[i])));
         sort_dedup(h);
     }
-    if (!rc && !hp_all_rw(h)) {
-        /* make the metadata pages we are about to store into writable (the
-         * others were written, so they are) */
-        for (size_t i = 0; i < h->ndirty && !rc; i++)
-            if ((h->dirty[i] == 0 || is_csum_page(h->dirty[i])) &&
-                mprotect(hp_page(h, h->dirty[i]), HP_PAGE, PROT_READ | PROT_WRITE))
-                rc = -errno;
-    }
+    if (!rc)
+        rc = make_shadows(h);
     size_t n = h->ndirty;
     size_t meta_len = sizeof(struct hp_rec) + n * sizeof(struct hp_ent);
     if (!rc && h->scratch_cap < meta_len) {
@@ -1333,9 +1472,11 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         }
     }
     if (rc) {
+        drop_shadows(h);
         drop_txn(h, 1);
         return rc;
     }
+    hd = (struct hp_header *)commit_page(h, 0);
     /* Checksums bottom-up: data pages, then checksum pages >= 1, then each
      * group's checksum page 0 (which holds its own entry); header last. */
     for (int pass = 0; pass < 3; pass++) {
@@ -1346,10 +1487,10 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
             int cs = is_csum_page(p), c0 = p == hp_meta_start(hp_group(p));
             if ((pass == 0 && cs) || (pass == 1 && (!cs || c0)) || (pass == 2 && !c0))
                 continue;
-            uint32_t *slot = hp_csum_ptr(h, p);
+            uint32_t *slot = commit_csum_slot(h, p);
             if (pass == 2)
                 *slot = 0;
-            *slot = mmk__crc32c(0, hp_page(h, p), HP_PAGE) ^ z;
+            *slot = mmk__crc32c(0, commit_page(h, p), HP_PAGE) ^ z;
         }
     }
     /* The record logs only the changed byte range of each page (compared
@@ -1362,19 +1503,26 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
     uint64_t dlen = sizeof *hd;
     e[0] = (struct hp_ent){.page = 0, .off = 0, .len = sizeof *hd};
     for (size_t i = 1; i < n && !rc;) {
+        /* a shadowed page alone (its reference is in memory), else a run
+         * of neighbouring pages read from the file in one pread */
+        const unsigned char *so = shadow_orig(h, h->dirty[i]);
         size_t j = i + 1;
-        while (j < n && j - i < ORIG_PAGES && h->dirty[j] == h->dirty[j - 1] + 1)
+        while (!so && j < n && j - i < ORIG_PAGES && h->dirty[j] == h->dirty[j - 1] + 1 &&
+               !shadow_orig(h, h->dirty[j]))
             j++;
-        ssize_t got = IO->pread(h->fd, h->orig, (j - i) << HP_SHIFT, h->dirty[i] << HP_SHIFT);
-        if (got < 0) {
-            rc = (int)got;
-            break;
+        if (!so) {
+            ssize_t got = IO->pread(h->fd, h->orig, (j - i) << HP_SHIFT, h->dirty[i] << HP_SHIFT);
+            if (got < 0) {
+                rc = (int)got;
+                break;
+            }
+            if ((size_t)got < ((j - i) << HP_SHIFT)) /* beyond the end: zeros */
+                memset(h->orig + got, 0, ((j - i) << HP_SHIFT) - (size_t)got);
         }
-        if ((size_t)got < ((j - i) << HP_SHIFT)) /* beyond the end: zeros */
-            memset(h->orig + got, 0, ((j - i) << HP_SHIFT) - (size_t)got);
         for (size_t q = i; q < j; q++) {
-            const uint64_t *a = (const uint64_t *)hp_page(h, h->dirty[q]);
-            const uint64_t *o = (const uint64_t *)(h->orig + ((q - i) << HP_SHIFT));
+            const uint64_t *a = (const uint64_t *)commit_page(h, h->dirty[q]);
+            const uint64_t *o = so ? (const uint64_t *)so
+                                   : (const uint64_t *)(h->orig + ((q - i) << HP_SHIFT));
             uint32_t lo = 0, hi = HP_PAGE / 8;
             while (lo < hi && a[lo] == o[lo])
                 lo++;
@@ -1387,7 +1535,7 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
             uint64_t pg = h->dirty[q];
             e[q] = (struct hp_ent){.page = pg, .off = lo * 8, .len = (hi - lo) * 8};
             if (e[q].len == HP_PAGE && pg != hp_meta_start(hp_group(pg)))
-                e[q].crc = *hp_csum_ptr(h, pg) ^ z; /* computed above for the table */
+                e[q].crc = *commit_csum_slot(h, pg) ^ z; /* computed above for the table */
             else
                 e[q].crc = mmk__crc32c(0, a + lo, e[q].len);
             dlen += e[q].len;
@@ -1402,6 +1550,7 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         i = j;
     }
     if (rc) {
+        drop_shadows(h);
         drop_txn(h, 1);
         return rc;
     }
@@ -1443,23 +1592,26 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         if (wr(h->logfd, zero, sizeof zero, off) < 0 ||
             (!(h->flags & MMK_HEAP_NOSYNC) && IO->fdatasync(h->logfd)))
             h->broken = -EIO;
+        drop_shadows(h);
         drop_txn(h, 1);
         return rc;
     }
-    /* 3. apply to the file while readers are held off. */
+    /* 3. apply to the file while readers are held off: runs of neighbouring
+     * pages whose bytes are neighbours in memory too, one pwrite each. */
     rc = apply_lock(h);
     if (!rc) {
-        rc = mark_applying(h, hd->commit_id);
+        rc = mark_applying(h, hd->commit_id, (const struct hp_header *)shadow_orig(h, 0));
         for (size_t i = 0; i < n && !rc;) {
             if (h->dirty[i] == 0) { /* the header goes last */
                 i++;
                 continue;
             }
+            const unsigned char *src = commit_page(h, h->dirty[i]);
             size_t j = i + 1;
-            while (j < n && h->dirty[j] == h->dirty[j - 1] + 1)
+            while (j < n && h->dirty[j] == h->dirty[j - 1] + 1 &&
+                   commit_page(h, h->dirty[j]) == src + ((j - i) << HP_SHIFT))
                 j++;
-            ssize_t w = wr(h->fd, hp_page(h, h->dirty[i]), (j - i) << HP_SHIFT,
-                                   h->dirty[i] << HP_SHIFT);
+            ssize_t w = wr(h->fd, src, (j - i) << HP_SHIFT, h->dirty[i] << HP_SHIFT);
             if (w < 0)
                 rc = (int)w;
             i = j;
@@ -1471,10 +1623,11 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         }
         apply_unlock(h);
     }
+    drop_shadows(h);
     if (rc)
         h->broken = -EIO; /* durable in the log; the next open applies it */
-    else if (hd->log_off > h->log_limit)
-        checkpoint(h, hd->commit_id); /* a failure leaves the log longer: harmless */
+    else if (h->hdr->log_off > h->log_limit)
+        checkpoint(h, h->hdr->commit_id); /* a failure leaves the log longer: harmless */
     drop_txn(h, 1);
     return rc;
 }
@@ -1535,7 +1688,8 @@ MMK_API int mmk_heap_read_begin(mmk_heap *h)
     if (rc)
         return rc;
     struct hp_header cur;
-    rc = snap_header(h, &cur);
+    uint64_t fsize;
+    rc = snap_header(h, &cur, &fsize);
     if (rc) {
         ofd_unlock(h->fd, LOCK_APPLY);
         return rc;
@@ -1551,8 +1705,9 @@ MMK_API int mmk_heap_read_begin(mmk_heap *h)
         rc = view_lock(h);
         if (rc)
             return rc;
+        fsize = UINT64_MAX; /* recovery may have grown it */
     }
-    rc = catch_up(h, 0);
+    rc = catch_up(h, 0, fsize);
     if (rc) {
         ofd_unlock(h->fd, LOCK_APPLY);
         return rc;

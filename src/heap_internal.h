@@ -177,6 +177,14 @@ struct mmk_heap {
     struct iovec *iov;        /* record vectors */
     size_t iov_cap;
     unsigned char *orig;      /* ORIG_PAGES pages of the file, for deltas */
+    /* Metadata pages a write-protected transaction did not write (the
+     * header, checksum pages) are built in these copies and written from
+     * them: no mprotect, fault or private copy for them (see commit). */
+    uint64_t *written;        /* the transaction's own pages, sorted */
+    size_t nwritten, cap_written;
+    uint64_t *shadow_pg;      /* sorted page numbers */
+    unsigned char *shadow_buf; /* one page each, same order */
+    size_t nshadow, cap_shadow;
 };
 
 /* heap.c */
