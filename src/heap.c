@@ -1189,8 +1189,13 @@ static void discard_pages(mmk_heap *h, int collected)
  * mapping back), never a walk over the whole mapping's page tables. */
 static int protect_back(mmk_heap *h, int collected)
 {
-    if (!collected || hp_all_rw(h) || h->wp_unlisted)
-        return protect_all(h, 0);
+    if (!collected || hp_all_rw(h) || h->wp_unlisted) {
+        uint64_t t0 = mmk__hp_now_ns();
+        int rc = protect_all(h, 0);
+        if (collected)
+            mmk__hp_dirty_bulk_done(h, mmk__hp_now_ns() - t0);
+        return rc;
+    }
     int rc = 0;
     uint64_t mp = h->mapped >> HP_SHIFT;
     for (size_t i = 0; i < h->ndirty;) {
@@ -1227,6 +1232,8 @@ MMK_API int mmk_heap_abort(mmk_heap *h)
     if (!h->in_txn)
         return -EINVAL;
     int rc = mmk__hp_dirty_collect(h);
+    if (!rc)
+        h->prev_written = h->ndirty;
     return drop_txn(h, rc == 0) ? -EIO : 0;
 }
 
@@ -1410,6 +1417,7 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         return rc;
     }
     if (h->ndirty == 0) { /* nothing written: nothing to commit */
+        h->prev_written = 0;
         drop_txn(h, 1);
         return 0;
     }
@@ -1425,6 +1433,7 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
     sort_dedup(h);
     /* Remember which pages the transaction wrote (writable in the mapping). */
     size_t ndata = h->ndirty;
+    h->prev_written = ndata;
     rc = grow_u64(&h->written, &h->cap_written, ndata);
     if (!rc) {
         memcpy(h->written, h->dirty, ndata * sizeof *h->dirty);

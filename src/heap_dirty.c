@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fault_internal.h"
@@ -228,20 +229,50 @@ void mmk__hp_dirty_fini(mmk_heap *h)
     h->pagemap_fd = -1;
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 int mmk__hp_dirty_begin(mmk_heap *h)
 {
     h->ndirty = 0;
     __atomic_store_n(&h->wp_faults, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->wp_all, 0, __ATOMIC_RELAXED);
     h->wp_unlisted = 0;
-    /* Going all-writable costs about 0.3 us per mapped page once (the
-     * mprotects and the scan walk them); a write fault about 10 us more than
-     * a page found by the scan: switch where the two meet, at least after
-     * WP_SWITCH_MIN faults, and before the mapping count gets near its limit. */
-    size_t sw = (h->mapped >> HP_SHIFT) / 32;
-    h->wp_switch = sw < WP_SWITCH_MIN ? WP_SWITCH_MIN : sw > (size_t)h->wp_limit ? h->wp_limit
-                                                                                  : (int)sw;
+    h->bulk_txn_ns = 0;
+    if (h->dm != DM_WP || !h->wp_auto)
+        return 0;
+    /* Going all-writable costs a walk over the mapping's resident page
+     * tables (two mprotects and the scan: ~0.2 us a resident page here); a
+     * write fault costs WP_FAULT_NS more than a page the scan finds. Switch
+     * where the two meet, using the last measured walk (or 0.2 us a mapped
+     * page before the first), and before the mapping count nears its limit.
+     * A transaction after one that wrote more than that starts all-writable:
+     * transactions of one program tend to look alike. */
+    uint64_t bulk = h->bulk_ns ? h->bulk_ns : (h->mapped >> HP_SHIFT) * 200;
+    uint64_t sw = bulk / WP_FAULT_NS;
+    h->wp_switch = sw < WP_SWITCH_MIN ? WP_SWITCH_MIN : sw > (uint64_t)h->wp_limit ? h->wp_limit
+                                                                                    : (int)sw;
+    if (h->prev_written > (size_t)h->wp_switch)
+        __atomic_store_n(&h->wp_all, 1, __ATOMIC_RELAXED);
     return 0;
+}
+
+/* The caller times the final mprotect of an all-writable transaction. */
+void mmk__hp_dirty_bulk_done(mmk_heap *h, uint64_t protect_ns)
+{
+    if (h->dm != DM_WP || !h->wp_auto || !h->bulk_txn_ns)
+        return;
+    uint64_t t = h->bulk_txn_ns + 2 * protect_ns; /* the mprotect to writable costs the same */
+    h->bulk_ns = h->bulk_ns ? (3 * h->bulk_ns + t) / 4 : t;
+}
+
+uint64_t mmk__hp_now_ns(void)
+{
+    return now_ns();
 }
 
 int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped)
@@ -272,9 +303,10 @@ int mmk__hp_dirty_collect(mmk_heap *h)
             return rc;
     }
     int m = h->dm == DM_WP ? h->bulk : h->dm;
-    if (m == DM_SCAN)
-        return scan_range(h, b, b + h->mapped);
-    return pagemap_range(h, b, b + h->mapped);
+    uint64_t t0 = now_ns();
+    rc = m == DM_SCAN ? scan_range(h, b, b + h->mapped) : pagemap_range(h, b, b + h->mapped);
+    h->bulk_txn_ns = now_ns() - t0 + 1;
+    return rc;
 }
 
 void mmk__hp_dirty_end(mmk_heap *h)

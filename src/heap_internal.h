@@ -137,7 +137,11 @@ enum hp_dirty_method { DM_SCAN = 0, DM_PAGEMAP = 1, DM_WP = 2 };
  * process (65530 by default) for all its users: never more than a quarter
  * of that limit, at most WP_SWITCH_MAX. */
 #define WP_SWITCH_MAX 16384
-#define WP_SWITCH_MIN 512
+#define WP_SWITCH_MIN 8
+/* What a page found by a write-protect fault costs more than one found by
+ * the bulk scan: the signal, the mprotect splitting the mapping and the one
+ * merging it back (measured on the development VM: 6-10 us). */
+#define WP_FAULT_NS 8000u
 
 struct mmk_heap {
     int fd, logfd;
@@ -169,6 +173,10 @@ struct mmk_heap {
     int wp_limit;             /* most faults a transaction may take (see WP_SWITCH_MAX) */
     int wp_switch;            /* this transaction: faults before going all-writable */
     int wp_unlisted;          /* a page made writable is not in h->dirty: reprotect all */
+    uint64_t bulk_ns;         /* going all-writable for a transaction: the scan and the two
+                               * mprotects over the mapping, measured (0: not yet) */
+    uint64_t bulk_txn_ns;     /* this transaction's share, being measured */
+    size_t prev_written;      /* pages the previous transaction wrote */
     /* commit scratch */
     uint64_t *dirty;          /* sorted page numbers */
     size_t ndirty, cap_dirty;
@@ -253,6 +261,8 @@ void mmk__hp_dirty_end(mmk_heap *h);
 int mmk__hp_dirty_add(mmk_heap *h, uint64_t pg);
 int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped); /* new range mapped during txn */
 const char *mmk__hp_dirty_name(const mmk_heap *h);
+void mmk__hp_dirty_bulk_done(mmk_heap *h, uint64_t protect_ns);
+uint64_t mmk__hp_now_ns(void);
 
 /* heap_check.c */
 int mmk__hp_check(mmk_heap *h, char *msg, size_t len);
