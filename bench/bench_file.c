@@ -1,16 +1,26 @@
 /* bench_file: the safe mapped file against the system calls it replaces.
  *
  * 1. Random 4 KiB reads from a cached file: mmk_file_read_at (mapping,
- *    guarded copy) against pread(2), over 8 MiB and over the whole file.
+ *    guarded copy) against pread(2), and a plain memcpy from the view (what
+ *    the bounds check and guard cost), over 8 MiB and over the whole file,
+ *    in two states of the page cache: just written in 1 MiB pieces (small
+ *    folios: the mapping uses 4 KiB page-table entries, a TLB miss per
+ *    random read) and read back from disk (readahead makes large folios, and
+ *    2 MiB-aligned ones are mapped with one 2 MiB entry each). The share of
+ *    the mapping held by 2 MiB entries is printed (FilePmdMapped).
  * 2. Sequential reads in chunks of 64 KiB, 256 KiB and 1 MiB: read(2)
  *    against copying out of the mapping, both from a mapping whose page
  *    tables are already filled ("warm") and from a fresh one (each pass
  *    opens the file again, so every page is a minor fault: what a reader
  *    that maps a file once and reads it once pays). This decides the
  *    mmap-or-read policy for large reads (src/file.c, mmk_file_read_at).
+ * 3. Random writes of 64 B and 4 KiB into the cached file: write_at (a
+ *    store through the mapping, then one fstat to catch a file cut under
+ *    it) against pwrite(2).
  * Medians of --runs runs, side by side in one process. */
 #include <fcntl.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <mmkit/mmkit.h>
@@ -30,6 +40,53 @@ static double rand_read_at(mmk_file *f, size_t span, long n, unsigned char *buf)
         bench_keep(r);
     }
     return (double)n / (bench_now() - t0);
+}
+
+static double rand_memcpy(mmk_file *f, size_t span, long n, unsigned char *buf)
+{
+    void *data;
+    uint64_t size;
+    mmk_file_view(f, &data, &size);
+    uint64_t x = 88172645463325252ull;
+    size_t pages = span / 4096;
+    double t0 = bench_now();
+    for (long i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        memcpy(buf, (char *)data + (x % pages) * 4096, 4096);
+        bench_keep(buf);
+    }
+    return (double)n / (bench_now() - t0);
+}
+
+/* Writes of `len` bytes at random page offsets in the first `span` bytes:
+ * per second, through write_at (f) or pwrite (fd). */
+static double rand_write(mmk_file *f, int fd, size_t span, size_t len, long n,
+                         const unsigned char *buf)
+{
+    uint64_t x = 88172645463325252ull;
+    size_t pages = span / 4096;
+    double t0 = bench_now();
+    for (long i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t off = (x % pages) * 4096 + (x >> 60) * 8 % (4096 - len + 1);
+        ssize_t r = f ? mmk_file_write_at(f, buf, len, off) : pwrite(fd, buf, len, (off_t)off);
+        bench_keep(r);
+    }
+    return (double)n / (bench_now() - t0);
+}
+
+/* KiB of file mappings held by 2 MiB page-table entries in this process. */
+static long pmd_mapped_kib(void)
+{
+    FILE *m = fopen("/proc/self/smaps_rollup", "re");
+    char line[256];
+    long v = -1;
+    while (m && fgets(line, sizeof line, m))
+        if (!strncmp(line, "FilePmdMapped:", 14))
+            v = atol(line + 14);
+    if (m)
+        fclose(m);
+    return v;
 }
 
 static double rand_pread(int fd, size_t span, long n, unsigned char *buf)
@@ -99,35 +156,53 @@ int main(int argc, char **argv)
             return 1;
     fsync(fd);
 
-    mmk_file *f;
-    if (mmk_file_open(path, MMK_FILE_RDONLY | MMK_FILE_MMAP, &f))
-        return 1;
-    /* Warm the page cache and the mapping's page tables. */
-    seq_read(1 << 20, buf);
-    seq_map(f, 1 << 20, buf);
-
     int runs = o.runs > 32 ? 32 : o.runs;
     long nrand = o.quick ? 100000 : 400000;
     printf("### Random 4 KiB reads from a cached file (median of %d runs)\n\n", runs);
-    printf("| span read | read_at (mapping, guarded) | pread(2) | read_at / pread |\n");
-    printf("|---:|---:|---:|---:|\n");
-    /* A span that fits in the CPU's caches, and one that does not (then
-     * both sides wait for memory, and the mapping for TLB misses too). */
-    size_t spans[] = {(size_t)8 << 20, fsize};
-    for (int sp = 0; sp < 2; sp++) {
-        double a[32], b[32];
-        for (int r = 0; r < runs; r++) {
-            a[r] = rand_read_at(f, spans[sp], nrand, buf);
-            b[r] = rand_pread(fd, spans[sp], nrand, buf);
+    printf("| page cache | span read | read_at (mapping, guarded) | memcpy from the view | pread(2) "
+           "| read_at / pread |\n");
+    printf("|---|---:|---:|---:|---:|---:|\n");
+    mmk_file *f = NULL;
+    for (int state = 0; state < 2; state++) {
+        if (state == 1) {
+            /* Drop the file's (clean, unmapped) pages and read it back
+             * once, as a file that was cached by reading it gets. */
+            mmk_file_close(f);
+            posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+            seq_read(1 << 20, buf);
         }
-        double ma = bench_median(a, runs), mb = bench_median(b, runs);
-        printf("| %zu MiB | %.0f ns (%.2f M/s) | %.0f ns (%.2f M/s) | %.2fx |\n", spans[sp] >> 20,
-               1e9 / ma, ma / 1e6, 1e9 / mb, mb / 1e6, ma / mb);
+        if (mmk_file_open(path, MMK_FILE_RDONLY | MMK_FILE_MMAP, &f))
+            return 1;
+        /* Warm the page cache and the mapping's page tables. */
+        seq_read(1 << 20, buf);
+        seq_map(f, 1 << 20, buf);
+        char what[96];
+        snprintf(what, sizeof what, "%s, %ld of %zu MiB in 2 MiB entries",
+                 state ? "read from disk" : "written in 1 MiB pieces", pmd_mapped_kib() >> 10,
+                 fsize >> 20);
+        /* A span that fits in the CPU's caches, and one that does not (then
+         * both sides wait for memory, and the mapping for TLB misses too). */
+        size_t spans[] = {(size_t)8 << 20, fsize};
+        for (int sp = 0; sp < 2; sp++) {
+            double a[32], b[32], c[32];
+            for (int r = 0; r < runs; r++) {
+                a[r] = rand_read_at(f, spans[sp], nrand, buf);
+                c[r] = rand_memcpy(f, spans[sp], nrand, buf);
+                b[r] = rand_pread(fd, spans[sp], nrand, buf);
+            }
+            double ma = bench_median(a, runs), mb = bench_median(b, runs);
+            double mc = bench_median(c, runs);
+            printf("| %s | %zu MiB | %.0f ns (%.2f M/s) | %.0f ns | %.0f ns (%.2f M/s) | %.2fx |\n",
+                   sp ? "" : what, spans[sp] >> 20, 1e9 / ma, ma / 1e6, 1e9 / mc, 1e9 / mb,
+                   mb / 1e6, ma / mb);
+        }
     }
     printf("\n");
 
     static const size_t chunks[] = {64 << 10, 256 << 10, 1 << 20};
-    printf("### Sequential reads of the whole cached file (GB/s, median of %d runs)\n\n", runs);
+    printf("### Sequential reads of the whole cached file, read from disk (GB/s, median of %d "
+           "runs)\n\n",
+           runs);
     printf("| chunk | read(2) | mapping, warm | mapping, fresh | warm / read | fresh / read |\n");
     printf("|---:|---:|---:|---:|---:|---:|\n");
     bench_plot_meta("file_seq", "Sequential reads of a cached file", "chunk bytes", "GB/s", 1);
@@ -144,6 +219,23 @@ int main(int argc, char **argv)
         bench_plot("file_seq", "read(2)", (double)chunks[c], mx);
         bench_plot("file_seq", "mapping-warm", (double)chunks[c], my);
         bench_plot("file_seq", "mapping-fresh", (double)chunks[c], mz);
+    }
+    mmk_file_close(f);
+
+    printf("\n### Random writes into the cached file, 8 MiB span (median of %d runs)\n\n", runs);
+    printf("| size | write_at (mapping + fstat) | pwrite(2) | write_at / pwrite |\n");
+    printf("|---:|---:|---:|---:|\n");
+    if (mmk_file_open(path, MMK_FILE_RDWR | MMK_FILE_MMAP, &f))
+        return 1;
+    static const size_t wsizes[] = {64, 4096};
+    for (size_t w = 0; w < 2; w++) {
+        double a[32], b[32];
+        for (int r = 0; r < runs; r++) {
+            a[r] = rand_write(f, -1, (size_t)8 << 20, wsizes[w], nrand / 2, buf);
+            b[r] = rand_write(NULL, fd, (size_t)8 << 20, wsizes[w], nrand / 2, buf);
+        }
+        double ma = bench_median(a, runs), mb = bench_median(b, runs);
+        printf("| %zu B | %.0f ns | %.0f ns | %.2fx |\n", wsizes[w], 1e9 / ma, 1e9 / mb, ma / mb);
     }
     mmk_file_close(f);
     close(fd);

@@ -424,6 +424,48 @@ static void undo_past_eof(mmk_file *f, uint64_t off, uint64_t end)
     refresh_size(f);
 }
 
+/* Only whole pages past the end of file fault: a store into the rest of the
+ * last page succeeds, the file does not keep it, and some file systems
+ * (tmpfs) show it as file data when the file grows again, by anyone. So
+ * after each store through the mapping we make sure the file still reaches
+ * past it. Cheaply: load a byte from the page after the one holding
+ * end - 1. That load succeeds only while the file extends into that page:
+ * a truncation unmaps the pages wholly past its new end before it zeroes
+ * the tail of the new last page, and a fault past the end raises SIGBUS. So
+ * if our store landed past a cut, the cut had unmapped that page already and
+ * the load faults (unless the file grew back over it in between, and then
+ * the bytes are file data written by this write). 1 when the file surely
+ * reaches past end; 0 when unsure (the page is not inside the known size, or
+ * the load faulted). Costs a page fault when that page was not mapped. */
+static int file_reaches_past(mmk_file *f, uint64_t end)
+{
+    uint64_t next = mmk__align_up((size_t)end, mmk__pagesz());
+    uint32_t v;
+    return next < atomic_load_explicit(&f->size, memory_order_acquire) &&
+           mmk__load_u32_guarded(f->base + next, &v) == 0;
+}
+
+/* The slow end of a store through the mapping: it faulted (rc), or we are
+ * unsure whether the file still reaches past it. Ask the file system; if
+ * the file is now shorter than end, take back what the store left past its
+ * end and say -EFAULT. */
+static ssize_t store_checked(mmk_file *f, uint64_t off, uint64_t end, int rc)
+{
+    struct stat st;
+    if (fstat(f->fd, &st))
+        return -errno;
+    if ((uint64_t)st.st_size < end) {
+        undo_past_eof(f, off, end);
+        return -EFAULT;
+    }
+    if (rc) {
+        if (rc == -EFAULT)
+            refresh_size(f);
+        return rc;
+    }
+    return (ssize_t)(end - off);
+}
+
 static ssize_t pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
     size_t done = 0;
@@ -460,24 +502,8 @@ MMK_API ssize_t mmk_file_write_at(mmk_file *f, const void *buf, size_t len, uint
     if (f->policy != MMK_FILE_MMAP)
         return pwrite_full(f->fd, buf, len, off);
     int rc = mmk__store_guarded(f->base + off, buf, len);
-    /* Only whole pages past the end of file fault: a store into the rest of
-     * the last page succeeds, the file does not keep it, and some file
-     * systems (tmpfs) show it as file data when the file grows again, by
-     * anyone. So check the real size after every store (a truncation that
-     * ends before this fstat is seen; one after it zeroes the page tail
-     * itself) and take back what landed past the end. */
-    struct stat st;
-    if (mmk__unlikely(fstat(f->fd, &st)))
-        return -errno;
-    if (mmk__unlikely((uint64_t)st.st_size < end)) {
-        undo_past_eof(f, off, end);
-        return -EFAULT;
-    }
-    if (mmk__unlikely(rc)) {
-        if (rc == -EFAULT)
-            refresh_size(f);
-        return rc;
-    }
+    if (mmk__unlikely(rc) || mmk__unlikely(!file_reaches_past(f, end)))
+        return store_checked(f, off, end, rc);
     return (ssize_t)len;
 }
 

@@ -75,9 +75,9 @@ MMK_API ssize_t mmk_file_read_at(mmk_file *f, void *buf, size_t len, uint64_t of
  * Returns len, or -EBADF (opened read-only), -EFBIG (beyond the
  * reservation), -ENOSPC, -EFAULT (the file shrank under the write: the part
  * before the new end may be written, nothing is left past it), -EIO.
- * Through the mapping each write checks the real size afterwards (one
- * fstat), because a store past the end inside the last page does not
- * fault. */
+ * Through the mapping a store past the end inside the last page does not
+ * fault, so each write then loads a byte of the page after it (a fault or
+ * a write reaching the known end asks fstat) to catch a file cut under it. */
 MMK_API ssize_t mmk_file_write_at(mmk_file *f, const void *buf, size_t len, uint64_t off);
 
 /* Set the size. Growing reserves the new blocks (-ENOSPC when the disk is
