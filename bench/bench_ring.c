@@ -14,6 +14,7 @@
  * has no blocking: it spins (pause, then sched_yield). */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -274,8 +275,13 @@ static void median_streams(const int *impls, int k, size_t msg, double *out, dou
 
 /* ------------------------------------------------------------ records */
 
-enum rimpl { R_RING, R_SPLIT, R_CK, R_RING_B, R_SPLIT_B, R_RING_BS };
-#define NRIMPL 6 /* R_RING_BS: batched and spinning like ck_ring */
+enum rimpl { R_RING, R_SPLIT, R_CK, R_RING_B, R_SPLIT_B, R_RING_BS, R_RING_N, R_SPLIT_N };
+#define NRIMPL 8 /* R_RING_BS: batched and spinning like ck_ring */
+/* R_RING_N: the batched records API (reserve_n/commit_n, peek_batch/
+ * release_n), up to NB records a call; R_SPLIT_N: the split-copy ring doing
+ * the same (many records in one span, one commit, one release). */
+#define NB 64
+#define NB_BYTES (16u << 10) /* and at most this much a call: big batches leave L1 */
 
 struct recs {
     enum rimpl impl;
@@ -283,6 +289,7 @@ struct recs {
     uint64_t count;
     mmk_ring *r;
     struct split s;
+    uint64_t straddled; /* split-copy consumer: records copied out */
 #ifdef MMK_HAVE_CK
     ck_ring_t q, freeq;
     ck_ring_buffer_t *qb, *freeb;
@@ -328,6 +335,47 @@ static void rec_produce(struct recs *x)
                 split_put(&x->s, h, stage, 8 + x->len);
             }
             mmk_ring_write_commit(x->r, sp8);
+            break;
+        }
+        case R_RING_N: {
+            void *w[NB];
+            size_t want = x->count - k < NB ? (size_t)(x->count - k) : NB;
+            if (want > NB_BYTES / mmk_ring_record_space(x->len))
+                want = NB_BYTES / mmk_ring_record_space(x->len);
+            ssize_t n;
+            while ((n = mmk_ring_rec_reserve_n(x->r, x->len, want, w)) == -EAGAIN)
+                mmk_ring_wait_writable(x->r, mmk_ring_record_space(x->len), -1);
+            for (ssize_t i = 0; i < n; i++)
+                memset(w[i], (int)(k + (uint64_t)i), x->len);
+            mmk_ring_rec_commit_n(x->r, (size_t)n);
+            k += (uint64_t)n - 1;
+            break;
+        }
+        case R_SPLIT_N: {
+            size_t sp8 = 8 + ((x->len + 7) & ~(size_t)7);
+            size_t n = x->count - k < NB ? (size_t)(x->count - k) : NB;
+            if (n > NB_BYTES / sp8)
+                n = NB_BYTES / sp8;
+            void *w;
+            ssize_t fr;
+            while ((fr = mmk_ring_write_begin(x->r, &w)) < (ssize_t)sp8)
+                mmk_ring_wait_writable(x->r, sp8, -1);
+            if (n > (size_t)fr / sp8)
+                n = (size_t)fr / sp8;
+            size_t off = (size_t)((char *)w - x->s.base);
+            for (size_t i = 0; i < n; i++, off = off + sp8 >= x->s.cap ? off + sp8 - x->s.cap : off + sp8) {
+                char *h = x->s.base + off;
+                if (off + 8 + x->len <= x->s.cap) {
+                    memcpy(h, &x->len, 8);
+                    memset(h + 8, (int)(k + i), x->len);
+                } else {
+                    memset(stage + 8, (int)(k + i), x->len);
+                    memcpy(stage, &x->len, 8);
+                    split_put(&x->s, h, stage, 8 + x->len);
+                }
+            }
+            mmk_ring_write_commit(x->r, n * sp8);
+            k += n - 1;
             break;
         }
         case R_CK: {
@@ -386,9 +434,54 @@ static uint64_t rec_consume(struct recs *x)
             } else { /* straddles the end: copy it out */
                 split_get(&x->s, h + 8, stage, len);
                 p = stage;
+                x->straddled++;
             }
             sum += p[0] + p[len - 1];
             mmk_ring_read_commit(x->r, sp8);
+            break;
+        }
+        case R_RING_N: {
+            struct mmk_ring_rec out[NB];
+            ssize_t n;
+            size_t want = NB_BYTES / mmk_ring_record_space(x->len) < NB ? NB_BYTES / mmk_ring_record_space(x->len) : NB;
+            while ((n = mmk_ring_rec_peek_batch(x->r, out, want)) == -EAGAIN)
+                mmk_ring_wait_readable(x->r, 8, -1);
+            for (ssize_t i = 0; i < n; i++) {
+                p = out[i].data;
+                sum += p[0] + p[out[i].len - 1];
+            }
+            mmk_ring_rec_release_n(x->r, (size_t)n);
+            k += (uint64_t)n - 1;
+            break;
+        }
+        case R_SPLIT_N: {
+            const void *q;
+            ssize_t av;
+            while ((av = mmk_ring_read_begin(x->r, &q)) < 8)
+                mmk_ring_wait_readable(x->r, 8, -1);
+            size_t off = (size_t)((const char *)q - x->s.base), used = 0, n = 0;
+            size_t want = NB_BYTES / (8 + ((x->len + 7) & ~(size_t)7)) < NB ? NB_BYTES / (8 + ((x->len + 7) & ~(size_t)7)) : NB;
+            while (n < want && (size_t)av - used >= 8) { /* whole records only are committed */
+                const char *h = x->s.base + off;
+                size_t len;
+                memcpy(&len, h, 8);
+                size_t sp8 = 8 + ((len + 7) & ~(size_t)7);
+                if (off + 8 + len <= x->s.cap)
+                    p = (const unsigned char *)h + 8;
+                else if (off + 8 == x->s.cap)
+                    p = (const unsigned char *)x->s.base;
+                else {
+                    split_get(&x->s, h + 8, stage, len);
+                    p = stage;
+                    x->straddled++;
+                }
+                sum += p[0] + p[len - 1];
+                used += sp8;
+                n++;
+                off = off + sp8 >= x->s.cap ? off + sp8 - x->s.cap : off + sp8;
+            }
+            mmk_ring_read_commit(x->r, used);
+            k += n - 1;
             break;
         }
         case R_CK: {
@@ -405,6 +498,8 @@ static uint64_t rec_consume(struct recs *x)
         }
         }
     }
+    if (x->r)
+        mmk_ring_read_flush(x->r); /* MMK_RING_BATCH: give back the tail end */
     return sum;
 }
 
@@ -414,46 +509,60 @@ static void *rec_producer_thread(void *arg)
     return NULL;
 }
 
+/* Set up x for impl; 0, or -1 when the peer is not built in. */
+static int recs_setup(struct recs *x, enum rimpl impl, size_t len, uint64_t count)
+{
+    *x = (struct recs){impl, len, count, NULL, {0}};
+    if (impl != R_CK) {
+        int batch = impl == R_RING_B || impl == R_SPLIT_B || impl == R_RING_BS;
+        if (mmk_ring_create(RING_BYTES, batch ? MMK_RING_BATCH : 0, &x->r))
+            exit(2);
+        if (impl == R_SPLIT || impl == R_SPLIT_B || impl == R_SPLIT_N)
+            split_init(&x->s, x->r);
+        return 0;
+    }
+#ifdef MMK_HAVE_CK
+    /* As many buffers in flight as the byte rings hold messages, at most
+     * the slot count. */
+    unsigned nb = (unsigned)(RING_BYTES / (len + 8));
+    if (nb > CK_SLOTS - 1)
+        nb = CK_SLOTS - 1;
+    x->qb = calloc(CK_SLOTS, sizeof *x->qb);
+    x->freeb = calloc(CK_SLOTS, sizeof *x->freeb);
+    x->pool = aligned_alloc(64, (size_t)nb * ((len + 63) & ~(size_t)63));
+    ck_ring_init(&x->q, CK_SLOTS);
+    ck_ring_init(&x->freeq, CK_SLOTS);
+    for (unsigned i = 0; i < nb; i++)
+        ck_ring_enqueue_spsc(&x->freeq, x->freeb, x->pool + (size_t)i * ((len + 63) & ~(size_t)63));
+    return 0;
+#else
+    return -1;
+#endif
+}
+
+static void recs_free(struct recs *x)
+{
+    mmk_ring_destroy(x->r);
+#ifdef MMK_HAVE_CK
+    free(x->qb);
+    free(x->freeb);
+    free(x->pool);
+#endif
+}
+
 /* Records per second for one run. */
 static double rec_once(enum rimpl impl, size_t len, uint64_t count)
 {
-    struct recs x = {impl, len, count, NULL, {0}};
-    if (impl != R_CK) {
-        int batch = impl == R_RING_B || impl == R_SPLIT_B || impl == R_RING_BS;
-        if (mmk_ring_create(RING_BYTES, batch ? MMK_RING_BATCH : 0, &x.r))
-            exit(2);
-        if (impl == R_SPLIT || impl == R_SPLIT_B)
-            split_init(&x.s, x.r);
-    } else {
-#ifdef MMK_HAVE_CK
-        /* As many buffers in flight as the byte rings hold messages, at most
-         * the slot count. */
-        unsigned nb = (unsigned)(RING_BYTES / (len + 8));
-        if (nb > CK_SLOTS - 1)
-            nb = CK_SLOTS - 1;
-        x.qb = calloc(CK_SLOTS, sizeof *x.qb);
-        x.freeb = calloc(CK_SLOTS, sizeof *x.freeb);
-        x.pool = aligned_alloc(64, (size_t)nb * ((len + 63) & ~(size_t)63));
-        ck_ring_init(&x.q, CK_SLOTS);
-        ck_ring_init(&x.freeq, CK_SLOTS);
-        for (unsigned i = 0; i < nb; i++)
-            ck_ring_enqueue_spsc(&x.freeq, x.freeb, x.pool + (size_t)i * ((len + 63) & ~(size_t)63));
-#else
+    struct recs x;
+    if (recs_setup(&x, impl, len, count))
         return 0;
-#endif
-    }
     pthread_t t;
     double t0 = bench_now();
     pthread_create(&t, NULL, rec_producer_thread, &x);
     bench_keep(rec_consume(&x));
     pthread_join(t, NULL);
     double dt = bench_now() - t0;
-    mmk_ring_destroy(x.r);
-#ifdef MMK_HAVE_CK
-    free(x.qb);
-    free(x.freeb);
-    free(x.pool);
-#endif
+    recs_free(&x);
     return (double)count / dt;
 }
 
@@ -481,89 +590,58 @@ static void median_recs(const enum rimpl *impls, int k, size_t len, double *out,
 /* ------------------------------------------------ one thread, both sides */
 
 /* The instruction path alone: one thread produces 1000 records, then
- * consumes them, over and over; no other core, so no cache-line transfers
- * and little noise from the machine. Nanoseconds per record (both sides). */
-static double path_once(enum rimpl impl, size_t len)
+ * consumes them, over and over, with the very code of the two-thread runs
+ * (no wait is ever needed); no other core, so no cache-line transfers and
+ * little noise from the machine. Nanoseconds per record (both sides). */
+static double path_once(enum rimpl impl, size_t len, uint64_t *straddled)
 {
     const long n = O.quick ? 2000000 : 10000000, batch = 1000;
-    uint64_t sum = 0;
-    double t0 = 0;
-    if (impl == R_CK) {
-#ifdef MMK_HAVE_CK
-        ck_ring_t q, f;
-        ck_ring_buffer_t *qb = calloc(CK_SLOTS, sizeof *qb), *fb = calloc(CK_SLOTS, sizeof *fb);
-        size_t sz = (len + 63) & ~(size_t)63;
-        char *pool = aligned_alloc(64, (size_t)batch * sz);
-        ck_ring_init(&q, CK_SLOTS);
-        ck_ring_init(&f, CK_SLOTS);
-        for (long i = 0; i < batch; i++)
-            ck_ring_enqueue_spsc(&f, fb, pool + (size_t)i * sz);
-        t0 = bench_now();
-        for (long k = 0; k < n; k += batch) {
-            for (long i = 0; i < batch; i++) {
-                void *b = NULL;
-                ck_ring_dequeue_spsc(&f, fb, &b);
-                memset(b, (int)i, len);
-                ck_ring_enqueue_spsc(&q, qb, b);
-            }
-            for (long i = 0; i < batch; i++) {
-                void *b = NULL;
-                ck_ring_dequeue_spsc(&q, qb, &b);
-                sum += ((unsigned char *)b)[0] + ((unsigned char *)b)[len - 1];
-                ck_ring_enqueue_spsc(&f, fb, b);
-            }
-        }
-        double dt = bench_now() - t0;
-        free(qb);
-        free(fb);
-        free(pool);
-        bench_keep(sum);
-        return dt / (double)n * 1e9;
-#else
+    struct recs x;
+    if (recs_setup(&x, impl, len, (uint64_t)batch))
         return 0;
-#endif
-    }
-    mmk_ring *r;
-    if (mmk_ring_create(RING_BYTES, impl == R_RING_B ? MMK_RING_BATCH : 0, &r))
-        exit(2);
-    t0 = bench_now();
+    uint64_t sum = 0;
+    double t0 = bench_now();
     for (long k = 0; k < n; k += batch) {
-        for (long i = 0; i < batch; i++) {
-            void *p;
-            if (mmk_ring_rec_reserve(r, len, &p))
-                exit(3);
-            memset(p, (int)i, len);
-            mmk_ring_rec_commit(r, len);
-        }
-        mmk_ring_write_flush(r);
-        for (long i = 0; i < batch; i++) {
-            const void *q;
-            if (mmk_ring_rec_peek(r, &q) != (ssize_t)len)
-                exit(3);
-            sum += ((const unsigned char *)q)[0] + ((const unsigned char *)q)[len - 1];
-            mmk_ring_rec_release(r);
-        }
+        rec_produce(&x);
+        sum += rec_consume(&x);
     }
     double dt = bench_now() - t0;
-    mmk_ring_destroy(r);
+    *straddled = x.straddled;
+    recs_free(&x);
     bench_keep(sum);
     return dt / (double)n * 1e9;
 }
 
 static void path_table(void)
 {
-    static const enum rimpl im[3] = {R_RING, R_RING_B, R_CK};
-    double v[3][64], o[3];
+    static const enum rimpl im[] = {R_RING, R_SPLIT, R_RING_B, R_RING_N, R_SPLIT_N, R_CK};
+    enum { K = sizeof im / sizeof im[0] };
+    static const size_t lens[2] = {64, 1024};
     int n = O.runs < 64 ? O.runs : 64;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < 3; j++)
-            v[j][i] = path_once(im[j], 64);
-    for (int j = 0; j < 3; j++)
-        o[j] = bench_median(v[j], n);
-    printf("\n### ring: one thread doing both sides, 64 B records (ns per record, median of %d)\n\n", n);
-    printf("| mmkit records, each | mmkit records, batched | ck_ring SPSC + pool | mmkit/ck |\n"
-           "|---|---|---|---|\n| %.1f | %.1f | %.1f | %.2fx the time |\n", o[0], o[1], o[2],
-           o[2] > 0 ? o[0] / o[2] : 0);
+    printf("\n### ring: one thread doing both sides (ns per record, median of %d)\n\n"
+           "Produce 1000 records, consume them, repeat: the code of the two-thread runs without\n"
+           "the second core. *straddling*: records the split-copy ring had to copy.\n\n", n);
+    printf("| record | mmkit, each | split-copy, each | mmkit, MMK_RING_BATCH | mmkit, batch API "
+           "| split-copy, batch API | ck_ring SPSC + pool | straddling | split/mmkit each "
+           "| split/mmkit batch API | mmkit each/ck | mmkit batch API/ck |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int l = 0; l < 2; l++) {
+        double v[K][64], o[K];
+        uint64_t st = 0, cnt = O.quick ? 2000000 : 10000000;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < K; j++) {
+                uint64_t s1 = 0;
+                v[j][i] = path_once(im[j], lens[l], &s1);
+                if (im[j] == R_SPLIT)
+                    st = s1;
+            }
+        for (int j = 0; j < K; j++)
+            o[j] = bench_median(v[j], n);
+        printf("| %zu B | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | 1 in %.0f | %.2fx | %.2fx "
+               "| %.2fx the time | %.2fx the time |\n",
+               lens[l], o[0], o[1], o[2], o[3], o[4], o[5], st ? (double)cnt / (double)st : 0.0,
+               o[1] / o[0], o[4] / o[3], o[5] > 0 ? o[0] / o[5] : 0, o[5] > 0 ? o[3] / o[5] : 0);
+    }
 }
 
 /* ---------------------------------------------------------------- main */
@@ -613,43 +691,54 @@ int main(int argc, char **argv)
     }
 
     static const size_t rlen[] = {64, 1024};
-    double rr[2] = {0}, rs[2] = {0}, rc[2] = {0}, rb[2] = {0}, rsb[2] = {0};
-    double rrB[2] = {0}, rsB[2] = {0}, rcB[2] = {0}, rbB[2] = {0}, rsbB[2] = {0};
-    double rbs[2] = {0}, rbsB[2] = {0};
+    /* rm/rB[impl][size]: median and best-run M records/s, indexed by enum rimpl */
+    double rm[NRIMPL][2] = {{0}}, rB[NRIMPL][2] = {{0}};
     printf("\n### ring: records consumed in place between two threads (M records/s, median of %d)\n\n", O.runs);
-    printf("Publishing: *each* makes every commit and release visible at once; *batched* is\n"
-           "MMK_RING_BATCH (published every capacity/16 bytes, when full/empty, before a wait).\n"
-           "The split-copy ring is the same ring with the same flag.\n\n");
+    printf("Publishing: *each* makes every commit and release visible at once; *MMK_RING_BATCH*\n"
+           "publishes every capacity/16 bytes (and when full/empty, before a wait); *batch API* is\n"
+           "mmk_ring_rec_reserve_n/commit_n and peek_batch/release_n, up to %d records or %u KiB a\n"
+           "call, one position store per call. The split-copy ring is the same ring, used the same way.\n\n", NB, NB_BYTES >> 10);
 #ifndef MMK_HAVE_CK
     printf("skipped: ck_ring not installed (apt-get install libck-dev)\n\n");
 #endif
-    printf("| record | mmkit, each | split-copy, each | mmkit, batched | split-copy, batched "
-           "| mmkit, batched, spinning | ck_ring SPSC + pool (spins) "
-           "| mmkit/split each | mmkit/split batched | mmkit/ck each | mmkit batched/ck | mmkit spinning/ck |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("| record | mmkit, each | split-copy, each | mmkit, MMK_RING_BATCH | split-copy, MMK_RING_BATCH "
+           "| mmkit, MMK_RING_BATCH, spinning | mmkit, batch API | split-copy, batch API "
+           "| ck_ring SPSC + pool (spins) |\n");
+    printf("|---|---|---|---|---|---|---|---|---|\n");
     bench_plot_meta("ring_records", "Records between two threads, read in place",
                     "record size (bytes)", "M records/s", 1);
     for (int i = 0; i < 2 && want(argc, argv, "records"); i++) {
+        static const enum rimpl im[NRIMPL] = {R_RING, R_SPLIT, R_RING_B, R_SPLIT_B, R_RING_BS,
+                                              R_RING_N, R_SPLIT_N, R_CK};
 #ifdef MMK_HAVE_CK
-        static const enum rimpl im[NRIMPL] = {R_RING, R_SPLIT, R_RING_B, R_SPLIT_B, R_RING_BS, R_CK};
         int k = NRIMPL;
 #else
-        static const enum rimpl im[NRIMPL] = {R_RING, R_SPLIT, R_RING_B, R_SPLIT_B, R_RING_BS};
         int k = NRIMPL - 1;
 #endif
         double o[NRIMPL] = {0}, b[NRIMPL] = {0};
         median_recs(im, k, rlen[i], o, b);
-        rr[i] = o[0], rs[i] = o[1], rb[i] = o[2], rsb[i] = o[3], rbs[i] = o[4], rc[i] = o[5];
-        rrB[i] = b[0], rsB[i] = b[1], rbB[i] = b[2], rsbB[i] = b[3], rbsB[i] = b[4], rcB[i] = b[5];
-        bench_plot("ring_records", "mmkit", (double)rlen[i], rr[i]);
-        bench_plot("ring_records", "mmkit-batched", (double)rlen[i], rb[i]);
-        bench_plot("ring_records", "split-copy", (double)rlen[i], rs[i]);
-        if (rc[i] > 0)
-            bench_plot("ring_records", "ck_ring", (double)rlen[i], rc[i]);
-        printf("| %zu B | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx | %.2fx | %.2fx | %.2fx |\n",
-               rlen[i], rr[i], rs[i], rb[i], rsb[i], rbs[i], rc[i], rr[i] / rs[i], rb[i] / rsb[i],
-               rc[i] > 0 ? rr[i] / rc[i] : 0, rc[i] > 0 ? rb[i] / rc[i] : 0,
-               rc[i] > 0 ? rbs[i] / rc[i] : 0);
+        for (int j = 0; j < k; j++)
+            rm[im[j]][i] = o[j], rB[im[j]][i] = b[j];
+        bench_plot("ring_records", "mmkit", (double)rlen[i], rm[R_RING][i]);
+        bench_plot("ring_records", "mmkit-batched", (double)rlen[i], rm[R_RING_B][i]);
+        bench_plot("ring_records", "mmkit-batch-api", (double)rlen[i], rm[R_RING_N][i]);
+        bench_plot("ring_records", "split-copy", (double)rlen[i], rm[R_SPLIT][i]);
+        if (rm[R_CK][i] > 0)
+            bench_plot("ring_records", "ck_ring", (double)rlen[i], rm[R_CK][i]);
+        printf("| %zu B | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", rlen[i],
+               rm[R_RING][i], rm[R_SPLIT][i], rm[R_RING_B][i], rm[R_SPLIT_B][i], rm[R_RING_BS][i],
+               rm[R_RING_N][i], rm[R_SPLIT_N][i], rm[R_CK][i]);
+    }
+    printf("\nRatios of the medians above:\n\n"
+           "| record | mmkit/split each | mmkit/split MMK_RING_BATCH | mmkit/split batch API "
+           "| mmkit each/ck | mmkit MMK_RING_BATCH/ck | mmkit spinning/ck | mmkit batch API/ck |\n"
+           "|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < 2 && want(argc, argv, "records"); i++) {
+        double ck = rm[R_CK][i] > 0 ? rm[R_CK][i] : NAN;
+        printf("| %zu B | %.2fx | %.2fx | %.2fx | %.2fx | %.2fx | %.2fx | %.2fx |\n", rlen[i],
+               rm[R_RING][i] / rm[R_SPLIT][i], rm[R_RING_B][i] / rm[R_SPLIT_B][i],
+               rm[R_RING_N][i] / rm[R_SPLIT_N][i], rm[R_RING][i] / ck, rm[R_RING_B][i] / ck,
+               rm[R_RING_BS][i] / ck, rm[R_RING_N][i] / ck);
     }
 
     if (want(argc, argv, "path"))
@@ -677,12 +766,21 @@ int main(int argc, char **argv)
     printf("\n### ring: targets (median of %d; best: ratio of the fastest runs)\n\n"
            "| target | median | best | wanted | |\n|---|---|---|---|---|\n", O.runs);
     verdict("ring vs pipe(2), 64 KiB writes", ring[2] / pip[2], ringB[2] / pipB[2], 4.0);
-    verdict("records in place vs split-copy, 1 KiB, each", rr[1] / rs[1], rrB[1] / rsB[1], 1.5);
-    verdict("records in place vs split-copy, 1 KiB, batched", rb[1] / rsb[1], rbB[1] / rsbB[1], 1.5);
+    verdict("records in place vs split-copy, 1 KiB, each", rm[R_RING][1] / rm[R_SPLIT][1],
+            rB[R_RING][1] / rB[R_SPLIT][1], 1.5);
+    verdict("records in place vs split-copy, 1 KiB, MMK_RING_BATCH", rm[R_RING_B][1] / rm[R_SPLIT_B][1],
+            rB[R_RING_B][1] / rB[R_SPLIT_B][1], 1.5);
+    verdict("records in place vs split-copy, 1 KiB, batch API", rm[R_RING_N][1] / rm[R_SPLIT_N][1],
+            rB[R_RING_N][1] / rB[R_SPLIT_N][1], 1.5);
 #ifdef MMK_HAVE_CK
-    verdict("records vs ck_ring, 64 B (records/s), each", rr[0] / rc[0], rrB[0] / rcB[0], 3.0);
-    verdict("records vs ck_ring, 64 B (records/s), batched", rb[0] / rc[0], rbB[0] / rcB[0], 3.0);
-    verdict("records vs ck_ring, 64 B (records/s), batched, spinning", rbs[0] / rc[0], rbsB[0] / rcB[0], 3.0);
+    verdict("records vs ck_ring, 64 B (records/s), each", rm[R_RING][0] / rm[R_CK][0],
+            rB[R_RING][0] / rB[R_CK][0], 3.0);
+    verdict("records vs ck_ring, 64 B (records/s), MMK_RING_BATCH", rm[R_RING_B][0] / rm[R_CK][0],
+            rB[R_RING_B][0] / rB[R_CK][0], 3.0);
+    verdict("records vs ck_ring, 64 B (records/s), MMK_RING_BATCH, spinning",
+            rm[R_RING_BS][0] / rm[R_CK][0], rB[R_RING_BS][0] / rB[R_CK][0], 3.0);
+    verdict("records vs ck_ring, 64 B (records/s), batch API", rm[R_RING_N][0] / rm[R_CK][0],
+            rB[R_RING_N][0] / rB[R_CK][0], 3.0);
 #endif
     verdict("processes vs threads, 64 KiB (within 10%)", ringp[2] / ringt[2], ringpB[2] / ringtB[2], 0.9);
     verdict("blocking vs spinning, 64 KiB", ring[2] / blk[2], ringB[2] / blkB[2], 0.7);

@@ -79,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         void *w;
         const void *q;
         long rc = 0;
-        switch (op % 16) {
+        switch (op % 18) {
         case 0: { /* peer: a 64-bit value into a header word */
             size_t off = cap + (take(&in, 1) % 96) * 8;
             uint64_t v = take(&in, 8);
@@ -189,6 +189,40 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 mmk_ring_destroy(b);
             } else if (a != MMK_ECORRUPT && a != MMK_EFORMAT) {
                 abort();
+            }
+            break;
+        }
+        case 15: { /* batched producer: reserve many, publish a part */
+            void *ws[16];
+            size_t len = (size_t)take(&in, 2) % (cap + 16);
+            ssize_t n = mmk_ring_rec_reserve_n(r, len, 1 + (size_t)take(&in, 1) % 16, ws);
+            if (n > 0) {
+                if ((size_t)n > 16 || (size_t)n * mmk_ring_record_space(len) > cap)
+                    abort();
+                for (ssize_t i = 0; i < n; i++)
+                    memset(ws[i], 0xef, len);
+                rc = mmk_ring_rec_commit_n(r, (size_t)take(&in, 1) % ((size_t)n + 2));
+            } else {
+                rc = n;
+            }
+            break;
+        }
+        case 16: { /* batched consumer: peek many, release a part */
+            struct mmk_ring_rec out[16];
+            ssize_t n = mmk_ring_rec_peek_batch(r, out, 1 + (size_t)take(&in, 1) % 16);
+            if (n > 0) {
+                size_t total = 0;
+                if (n > 16)
+                    abort();
+                for (ssize_t i = 0; i < n; i++) {
+                    total += mmk_ring_record_space(out[i].len);
+                    touch(out[i].data, out[i].len);
+                }
+                if (total > cap)
+                    abort();
+                rc = mmk_ring_rec_release_n(r, (size_t)take(&in, 1) % ((size_t)n + 2));
+            } else {
+                rc = n;
             }
             break;
         }

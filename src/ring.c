@@ -1040,10 +1040,16 @@ static RING_NOINLINE ssize_t reserve_any(mmk_ring *r, size_t len, size_t max, vo
         return -EAGAIN;
     if (n > max)
         n = max;
-    /* n * sp <= cap: with the mirror every record is one piece */
-    char *p = r->data + r->woff + REC_HDR;
-    for (size_t i = 0; i < n; i++)
-        recs[i] = p + i * sp;
+    /* n * sp <= cap: with the mirror every record is one piece. The headers
+     * are written now, while the lines are being touched anyway (the caller
+     * fills the payloads next); nothing is visible before commit_n moves
+     * the position, so the records it drops do no harm. */
+    char *p = r->data + r->woff;
+    uint64_t hw = rec_header(len);
+    for (size_t i = 0; i < n; i++, p += sp) {
+        *(uint64_t *)(void *)p = hw;
+        recs[i] = p + REC_HDR;
+    }
     r->rsv_n = n;
     r->rsv_len = len;
     return (ssize_t)n;
@@ -1072,14 +1078,11 @@ MMK_API ssize_t mmk_ring_rec_reserve_n(mmk_ring *r, size_t len, size_t max, void
     return reserve_any(r, len, max, recs);
 }
 
-/* Publish n records of the open reservation, each len bytes long. */
+/* Publish n records of the open reservation, each len bytes long, whose
+ * headers are written. */
 static inline void commit_recs(mmk_ring *r, size_t n, size_t len)
 {
     size_t sp = rec_space(len);
-    uint64_t w = rec_header(len);
-    char *p = r->data + r->woff;
-    for (size_t i = 0; i < n; i++)
-        *(uint64_t *)(void *)(p + i * sp) = w;
     r->rsv_n = 0;
     r->head += n * sp;
     r->woff = off_add(r, r->woff, n * sp);
@@ -1095,6 +1098,7 @@ MMK_API int mmk_ring_rec_commit(mmk_ring *r, size_t len)
         return rc;
     if (mmk__unlikely(r->rsv_n != 1 || len > r->rsv_len))
         return -EINVAL;
+    *(uint64_t *)(void *)(r->data + r->woff) = rec_header(len); /* the final length */
     commit_recs(r, 1, len);
     return 0;
 }
@@ -1184,39 +1188,59 @@ MMK_API ssize_t mmk_ring_rec_peek(mmk_ring *r, const void **rec)
     return peek_any(r, rec);
 }
 
+/* Judge and list the records from ring offset off, within `left`
+ * published bytes, into out[0..max). Returns the count; *used receives
+ * their ring bytes; *bad is set at an impossible header. Plain arguments
+ * and locals only, so the loop keeps everything in registers. */
+static size_t walk_recs(const char *data, size_t cap, size_t off, size_t left,
+                        struct mmk_ring_rec *out, size_t max, size_t *used, int *bad)
+{
+    size_t n = 0, u = 0;
+    while (n < max && left - u >= REC_HDR) {
+        uint64_t w = *(volatile const uint64_t *)(const void *)(data + off);
+        uint32_t len = (uint32_t)w;
+        size_t sp = rec_space(len);
+        if (mmk__unlikely((uint32_t)(w >> 32) != (len ^ REC_CHECK) || sp > left - u)) {
+            *bad = 1;
+            break;
+        }
+        out[n].data = data + off + REC_HDR;
+        out[n].len = len;
+        n++;
+        u += sp;
+        off += sp;
+        if (off >= cap)
+            off -= cap;
+    }
+    *used = u;
+    return n;
+}
+
 MMK_API ssize_t mmk_ring_rec_peek_batch(mmk_ring *r, struct mmk_ring_rec *out, size_t max)
 {
     if (!r || !out || !max)
         return -EINVAL;
-    int rc = enter_consumer(r);
+    int rc = enter_consumer(r), bad = 0;
     if (rc)
         return rc;
     if (r->roff & 7)
         return -EINVAL;
-    uint64_t pos = r->tail, end = r->head_cache;
-    size_t off = r->roff, n = 0;
-    for (int fresh = 0;; fresh = 1) {
-        while (n < max && end - pos >= REC_HDR) {
-            uint32_t len;
-            size_t sp = rec_at(r, off, (size_t)(end - pos), &len);
-            if (mmk__unlikely(!sp))
-                return corrupt(r);
-            out[n].data = r->data + off + REC_HDR;
-            out[n].len = len;
-            n++;
-            pos += sp;
-            off = off_add(r, off, sp);
-        }
-        if (n == max || fresh)
-            break;
+    size_t used, more;
+    size_t n = walk_recs(r->data, r->cap, r->roff, (size_t)(r->head_cache - r->tail), out, max,
+                         &used, &bad);
+    if (!bad && n < max) {
         /* The cache ran dry: one acquire load of the producer's position
          * for everything published since. */
-        ssize_t av = cons_avail(r, (size_t)(pos - r->tail) + REC_HDR);
+        ssize_t av = cons_avail(r, used + REC_HDR);
         if (av < 0)
             return av;
-        end = r->tail + (size_t)av;
+        n += walk_recs(r->data, r->cap, off_add(r, r->roff, used), (size_t)av - used, out + n,
+                       max - n, &more, &bad);
+        used += more;
     }
-    r->peek_space = (size_t)(pos - r->tail);
+    if (mmk__unlikely(bad))
+        return corrupt(r);
+    r->peek_space = used;
     r->peek_n = n;
     return n ? (ssize_t)n : -EAGAIN;
 }
