@@ -648,7 +648,9 @@ static int map_file(mmk_heap *h, size_t upto, int writable)
      * (up to read_ahead_kb, 8 MiB on some disks) would make each cold fault
      * read megabytes. mmk_advise() on a range undoes it for a scan. */
     madvise(p, upto - h->mapped, MADV_RANDOM);
+    size_t before = h->mapped;
     h->mapped = upto;
+    mmk__hp_dirty_map_grown(h, before); /* a failure only ends the kept copies */
     return 0;
 }
 
@@ -727,15 +729,9 @@ int mmk__hp_grow(mmk_heap *h, uint64_t need)
         if (rc)
             return rc == -EFBIG ? -ENOMEM : rc;
     }
-    size_t before = h->mapped;
     int rc = map_file(h, neu << HP_SHIFT, hp_all_rw(h));
     if (rc)
         return rc;
-    if (h->mapped > before) {
-        rc = mmk__hp_dirty_map_grown(h, before);
-        if (rc)
-            return rc;
-    }
     /* New groups start with their metadata pages. */
     for (uint64_t gi = hp_group(old); gi * HP_GROUP < neu; gi++) {
         uint64_t m = hp_meta_start(gi);
@@ -917,7 +913,7 @@ MMK_API int mmk_heap_open(const char *path, unsigned flags, mmk_heap **out)
     mmk_heap *h = calloc(1, sizeof *h);
     if (!h)
         return -ENOMEM;
-    h->fd = h->logfd = h->pagemap_fd = -1;
+    h->fd = h->logfd = h->pagemap_fd = h->uffd = -1;
     h->wp_claim = -1;
     h->flags = flags;
     h->pid = getpid();
@@ -1137,6 +1133,7 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
     if (rc)
         goto unlock;
     h->txn_start_size = hd->heap_size;
+    mmk__hp_dirty_settle(h, hd->commit_id);
     rc = mmk__hp_dirty_begin(h);
     if (!rc && hp_all_rw(h))
         rc = protect_all(h, 1);
@@ -1166,6 +1163,9 @@ static void sort_dedup(mmk_heap *h)
             h->dirty[k++] = h->dirty[i];
     h->ndirty = k;
 }
+
+static int in_sorted(const uint64_t *a, size_t n, uint64_t pg);
+static int is_csum_page(uint64_t pg);
 
 /* Throw the private copies away: the mapping reads the file again. */
 static void discard_pages(mmk_heap *h, int collected)
@@ -1217,6 +1217,33 @@ static int drop_txn(mmk_heap *h, int collected)
 {
     int rc = protect_back(h, collected);
     discard_pages(h, collected);
+    mmk__hp_dirty_end(h);
+    h->in_txn = 0;
+    ofd_unlock(h->fd, LOCK_WRITER);
+    return rc;
+}
+
+/* End a committed transaction. With kept copies, the pages the transaction
+ * wrote (h->written) stay as they are, equal to the file now; the header
+ * and checksum pages the commit stored into are dropped all the same, so
+ * that the header this handle maps is the file's (it is how a commit by
+ * another process is noticed). */
+static int end_committed(mmk_heap *h)
+{
+    if (!h->keep)
+        return drop_txn(h, 1);
+    int rc = protect_back(h, 1);
+    size_t nk = 0, nd = 0;
+    for (size_t i = 0; i < h->nwritten; i++)
+        if (h->written[i] != 0 && !is_csum_page(h->written[i]))
+            h->written[nk++] = h->written[i];
+    for (size_t i = 0; i < h->ndirty; i++)
+        if (in_sorted(h->written, nk, h->dirty[i]) < 0)
+            h->dirty[nd++] = h->dirty[i];
+    h->ndirty = nd;
+    discard_pages(h, 1);
+    mmk__hp_dirty_keep(h, h->written, nk);
+    h->kept_commit = h->hdr->commit_id;
     mmk__hp_dirty_end(h);
     h->in_txn = 0;
     ofd_unlock(h->fd, LOCK_WRITER);
@@ -1633,12 +1660,15 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         apply_unlock(h);
     }
     drop_shadows(h);
-    if (rc)
+    if (rc) {
         h->broken = -EIO; /* durable in the log; the next open applies it */
-    else if (h->hdr->log_off > h->log_limit)
+        drop_txn(h, 1);
+        return rc;
+    }
+    if (h->hdr->log_off > h->log_limit)
         checkpoint(h, h->hdr->commit_id); /* a failure leaves the log longer: harmless */
-    drop_txn(h, 1);
-    return rc;
+    end_committed(h);
+    return 0;
 }
 
 /* ------------------------------------------------------------ accessors */
@@ -1721,6 +1751,7 @@ MMK_API int mmk_heap_read_begin(mmk_heap *h)
         ofd_unlock(h->fd, LOCK_APPLY);
         return rc;
     }
+    mmk__hp_dirty_settle(h, h->hdr->commit_id);
     h->in_read = 1;
     return 0;
 }

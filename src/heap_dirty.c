@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <linux/userfaultfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +41,18 @@ struct pm_scan_arg {
 #define PAGE_IS_SWAPPED (1 << 4)
 #endif
 
+#ifndef PM_SCAN_WP_MATCHING
+#define PM_SCAN_WP_MATCHING (1 << 0)
+#define PM_SCAN_CHECK_WPASYNC (1 << 1)
+#define PAGE_IS_WRITTEN (1 << 1)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+
 #define PM_PRESENT (1ull << 63)
 #define PM_SWAPPED (1ull << 62)
 #define PM_FILE (1ull << 61)
@@ -46,8 +60,126 @@ struct pm_scan_arg {
 const char *mmk__hp_dirty_name(const mmk_heap *h)
 {
     if (h->dm == DM_WP && h->wp_auto)
-        return h->bulk == DM_SCAN ? "wp_fault+pagemap_scan" : "wp_fault+pagemap";
-    return h->dm == DM_SCAN ? "pagemap_scan" : h->dm == DM_PAGEMAP ? "pagemap" : "wp_fault";
+        return h->bulk == DM_UFFD   ? "wp_fault+uffd_scan"
+               : h->bulk == DM_SCAN ? "wp_fault+pagemap_scan"
+                                    : "wp_fault+pagemap";
+    return h->dm == DM_SCAN      ? "pagemap_scan"
+           : h->dm == DM_PAGEMAP ? "pagemap"
+           : h->dm == DM_UFFD    ? "uffd_scan"
+                                 : "wp_fault";
+}
+
+/* Pages written since they were last write-protected through the
+ * userfaultfd (async mode: the kernel only clears a bit on the first write)
+ * and not file pages; the same call write-protects them again. */
+static int uffd_scan_range(mmk_heap *h, uint64_t start, uint64_t end)
+{
+    struct page_region vec[256];
+    while (start < end) {
+        struct pm_scan_arg a = {
+            .size = sizeof a, .flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+            .start = start, .end = end, .vec = (uint64_t)(uintptr_t)vec, .vec_len = 256,
+            .category_inverted = PAGE_IS_FILE, .category_mask = PAGE_IS_WRITTEN | PAGE_IS_FILE,
+            /* a hole counts as written (nothing protects it): only pages */
+            .category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            .return_mask = PAGE_IS_WRITTEN};
+        long n = ioctl(h->pagemap_fd, PAGEMAP_SCAN, &a);
+        if (n < 0)
+            return -errno;
+        for (long i = 0; i < n; i++)
+            for (uint64_t p = vec[i].start; p < vec[i].end; p += HP_PAGE) {
+                int rc = mmk__hp_dirty_add(h, (p - (uint64_t)(uintptr_t)h->base) >> HP_SHIFT);
+                if (rc)
+                    return rc;
+            }
+        if (a.walk_end <= start)
+            return -EIO;
+        start = a.walk_end;
+    }
+    return 0;
+}
+
+static int uffd_register(mmk_heap *h, size_t from, size_t to)
+{
+    if (h->uffd < 0 || to <= from)
+        return 0;
+    struct uffdio_register r = {.range = {(uint64_t)(uintptr_t)(h->base + from), to - from},
+                                .mode = UFFDIO_REGISTER_MODE_WP};
+    return ioctl(h->uffd, UFFDIO_REGISTER, &r) ? -errno : 0;
+}
+
+/* userfaultfd in write-protect async mode (Linux 6.7+) with PAGEMAP_SCAN;
+ * UFFD_USER_MODE_ONLY so that no privilege is needed (async write-protect
+ * faults are resolved in the kernel, never delivered, in any mode). */
+static int init_uffd(mmk_heap *h)
+{
+    if (h->pagemap_fd < 0)
+        return -ENOTSUP;
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+    if (fd < 0)
+        return -ENOTSUP; /* ENOSYS, EPERM (a seccomp policy), EINVAL (old kernel) */
+    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC};
+    if (ioctl(fd, UFFDIO_API, &api) || !(api.features & UFFD_FEATURE_WP_ASYNC)) {
+        close(fd);
+        return -ENOTSUP;
+    }
+    h->uffd = fd;
+    int rc = uffd_register(h, 0, h->mapped);
+    if (!rc) {
+        h->ndirty = 0;
+        uint64_t b = (uint64_t)(uintptr_t)h->base;
+        rc = uffd_scan_range(h, b, b + HP_PAGE); /* the scan flags work here */
+        h->ndirty = 0;
+    }
+    if (rc) {
+        close(fd);
+        h->uffd = -1;
+        return rc == -EINVAL ? -ENOTSUP : rc;
+    }
+    h->keep = 1;
+    /* Kept copies cost memory beside the page cache: at most a quarter of
+     * the mapped heap, 16 MiB at least, before they are all dropped at
+     * once. MMK_HEAP_KEEP_MB fixes the limit (0: keep none). */
+    const char *e = getenv("MMK_HEAP_KEEP_MB");
+    h->keep_max = e ? (size_t)strtoull(e, NULL, 10) << (20 - HP_SHIFT) : SIZE_MAX;
+    return 0;
+}
+
+void mmk__hp_dirty_drop_kept(mmk_heap *h)
+{
+    if (!h->nkept)
+        return;
+    madvise(h->base, h->mapped, MADV_DONTNEED);
+    h->nkept = 0;
+}
+
+void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n)
+{
+    if (!h->keep || !n)
+        return;
+    size_t limit = h->keep_max;
+    if (limit == SIZE_MAX) {
+        limit = (h->mapped >> HP_SHIFT) / 4;
+        if (limit < 4096)
+            limit = 4096;
+    }
+    int err = 0;
+    if (!hp_all_rw(h)) /* pages found by faults: not write-protected by a scan */
+        for (size_t i = 0; i < n && !err;) {
+            size_t j = i + 1;
+            while (j < n && pages[j] == pages[j - 1] + 1)
+                j++;
+            struct uffdio_writeprotect w = {
+                .range = {(uint64_t)(uintptr_t)hp_page(h, pages[i]), (j - i) << HP_SHIFT},
+                .mode = UFFDIO_WRITEPROTECT_MODE_WP};
+            err = ioctl(h->uffd, UFFDIO_WRITEPROTECT, &w);
+            i = j;
+        }
+    h->nkept += n;
+    if (err || h->nkept > limit) { /* unprotected copies would look written: drop */
+        h->nkept = 1;
+        mmk__hp_dirty_drop_kept(h);
+    }
 }
 
 static int scan_range(mmk_heap *h, uint64_t start, uint64_t end)
@@ -192,6 +324,8 @@ int mmk__hp_dirty_init(mmk_heap *h)
         want = DM_PAGEMAP;
     else if (e && !strcmp(e, "wp"))
         want = DM_WP;
+    else if (e && !strcmp(e, "uffd"))
+        want = DM_UFFD;
     h->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     int scan_ok = h->pagemap_fd >= 0 && probe_scan(h) == 0;
     if (want == DM_SCAN || want == DM_PAGEMAP) {
@@ -202,9 +336,18 @@ int mmk__hp_dirty_init(mmk_heap *h)
         h->dm = want;
         return 0;
     }
+    int ro = !!(h->flags & MMK_HEAP_RDONLY);
+    if (want == DM_UFFD) { /* all-writable in every transaction, kept copies */
+        if (h->pagemap_fd < 0)
+            return -errno;
+        h->dm = DM_UFFD;
+        return ro ? 0 : init_uffd(h);
+    }
     h->dm = DM_WP;
     h->bulk = scan_ok ? DM_SCAN : DM_PAGEMAP;
     h->wp_auto = want < 0 && h->pagemap_fd >= 0;
+    if (h->wp_auto && scan_ok && !ro && init_uffd(h) == 0)
+        h->bulk = DM_UFFD;
     int rc = init_wp(h);
     if (rc && want < 0 && h->pagemap_fd >= 0) { /* no fault layer: the bulk method alone */
         h->dm = h->bulk;
@@ -227,6 +370,10 @@ void mmk__hp_dirty_fini(mmk_heap *h)
     if (h->pagemap_fd >= 0)
         close(h->pagemap_fd);
     h->pagemap_fd = -1;
+    if (h->uffd >= 0)
+        close(h->uffd);
+    h->uffd = -1;
+    h->keep = 0;
 }
 
 static uint64_t now_ns(void)
@@ -275,11 +422,31 @@ uint64_t mmk__hp_now_ns(void)
     return now_ns();
 }
 
+/* New pages are mapped like the rest (read-only for wp); the userfaultfd
+ * must learn of the new range. */
 int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped)
 {
-    (void)h;
-    (void)old_mapped;
-    return 0; /* new pages are mapped like the rest (read-only for wp) */
+    int rc = uffd_register(h, old_mapped, h->mapped);
+    if (rc)
+        h->keep_lost = 1; /* collect scans for private pages instead (kept ones too) */
+    return rc;
+}
+
+void mmk__hp_dirty_settle(mmk_heap *h, uint64_t commit)
+{
+    if (h->keep_lost && h->uffd >= 0) {
+        h->nkept = 1;
+        mmk__hp_dirty_drop_kept(h);
+        close(h->uffd); /* unregisters the whole mapping */
+        h->uffd = -1;
+        h->keep = 0;
+        if (h->bulk == DM_UFFD)
+            h->bulk = DM_SCAN;
+        if (h->dm == DM_UFFD)
+            h->dm = DM_SCAN;
+    }
+    if (h->nkept && commit != h->kept_commit)
+        mmk__hp_dirty_drop_kept(h);
 }
 
 int mmk__hp_dirty_collect(mmk_heap *h)
@@ -304,7 +471,11 @@ int mmk__hp_dirty_collect(mmk_heap *h)
     }
     int m = h->dm == DM_WP ? h->bulk : h->dm;
     uint64_t t0 = now_ns();
-    rc = m == DM_SCAN ? scan_range(h, b, b + h->mapped) : pagemap_range(h, b, b + h->mapped);
+    if (m == DM_UFFD && h->keep_lost)
+        m = DM_SCAN; /* a range is not registered: every private page counts */
+    rc = m == DM_UFFD  ? uffd_scan_range(h, b, b + h->mapped)
+         : m == DM_SCAN ? scan_range(h, b, b + h->mapped)
+                        : pagemap_range(h, b, b + h->mapped);
     h->bulk_txn_ns = now_ns() - t0 + 1;
     return rc;
 }

@@ -130,7 +130,7 @@ struct hp_ent {
 #define REC_ALIGN 4096u      /* a small record is one block; never shares one */
 #define ORIG_PAGES 64         /* pages compared per pread */
 
-enum hp_dirty_method { DM_SCAN = 0, DM_PAGEMAP = 1, DM_WP = 2 };
+enum hp_dirty_method { DM_SCAN = 0, DM_PAGEMAP = 1, DM_WP = 2, DM_UFFD = 3 };
 /* Faults before a transaction goes all-writable: from the mapped size (see
  * mmk__hp_dirty_begin), but each page made writable alone may split the
  * mapping in three, and the kernel allows vm.max_map_count mappings a
@@ -177,6 +177,17 @@ struct mmk_heap {
                                * mprotects over the mapping, measured (0: not yet) */
     uint64_t bulk_txn_ns;     /* this transaction's share, being measured */
     size_t prev_written;      /* pages the previous transaction wrote */
+    /* Kept copies (DM_UFFD as the method or the bulk method): after a commit
+     * the private copies of the written pages are kept (they equal the file)
+     * instead of dropped, write-protected through a userfaultfd in async
+     * mode so the next scan tells pages written since (no fault reaches us).
+     * Saves the MADV_DONTNEED, the refault and the next copy-on-write. */
+    int uffd;                 /* -1 when unused */
+    int keep;
+    size_t nkept;             /* pages kept (an upper bound) */
+    size_t keep_max;          /* drop them all above this */
+    uint64_t kept_commit;     /* the commit they show */
+    int keep_lost;            /* registering a grown range failed: fall back */
     /* commit scratch */
     uint64_t *dirty;          /* sorted page numbers */
     size_t ndirty, cap_dirty;
@@ -259,7 +270,15 @@ int mmk__hp_dirty_begin(mmk_heap *h);          /* called with the mapping RW (or
 int mmk__hp_dirty_collect(mmk_heap *h);        /* fills h->dirty / h->ndirty sorted */
 void mmk__hp_dirty_end(mmk_heap *h);
 int mmk__hp_dirty_add(mmk_heap *h, uint64_t pg);
-int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped); /* new range mapped during txn */
+int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped); /* new range mapped */
+/* After a commit: write-protect (userfaultfd) the pages to keep. */
+void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n);
+/* Drop every kept copy (the mapping reads the file again). */
+void mmk__hp_dirty_drop_kept(mmk_heap *h);
+/* Between transactions: kept copies of another commit than `commit` (one
+ * by another process, or a recovery) are dropped; a tracker that failed is
+ * turned off. */
+void mmk__hp_dirty_settle(mmk_heap *h, uint64_t commit);
 const char *mmk__hp_dirty_name(const mmk_heap *h);
 void mmk__hp_dirty_bulk_done(mmk_heap *h, uint64_t protect_ns);
 uint64_t mmk__hp_now_ns(void);

@@ -1,17 +1,23 @@
-/* Each dirty-tracking path (MMK_HEAP_DIRTY=scan|pagemap|wp, and the
- * default: wp switching to scan in big transactions) finds exactly
+/* Each dirty-tracking path (MMK_HEAP_DIRTY=scan|pagemap|wp|uffd, and the
+ * default: wp switching to a bulk scan in big transactions) finds exactly
  * the written pages: a transaction writes a known scattered set of pages
  * (single bytes, runs, the last page, pages in a region grown during the
  * transaction, a syscall writing into heap memory for scan/pagemap), a
  * handle using another path reopens and sees every byte; pages only read
  * are not logged (the commit's page count says so). */
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <mmkit/mmkit.h>
 #include "testutil.h"
 
-static const char *methods[] = {"scan", "pagemap", "wp", "auto"};
-static const char *names[] = {"pagemap_scan", "pagemap", "wp_fault", "wp_fault+pagemap_scan"};
+static const char *methods[] = {"scan", "pagemap", "wp", "uffd", "auto"};
+static const char *names[] = {"pagemap_scan", "pagemap", "wp_fault", "uffd_scan",
+                              "wp_fault+uffd_scan"};
+#define NFORCED 4 /* methods[0..3] can be forced */
+#define AUTO 4
 
 static uint64_t last_pages(mmk_heap *h)
 {
@@ -24,7 +30,7 @@ static void run(int m, const char *dir)
 {
     char path[700];
     snprintf(path, sizeof path, "%s/dirty-%s.heap", dir, methods[m]);
-    if (m == 3)
+    if (m == AUTO)
         unsetenv("MMK_HEAP_DIRTY"); /* the default */
     else
         setenv("MMK_HEAP_DIRTY", methods[m], 1);
@@ -39,7 +45,7 @@ static void run(int m, const char *dir)
     CHECK_OK(mmk_heap_stats(h, &st));
     if (strcmp(st.dirty_method, names[m])) {
         printf("%s: runs as %s here\n", methods[m], st.dirty_method);
-        CHECK(m == 3);
+        CHECK(m == AUTO);
     }
     /* one big object to write into */
     mmk_ref big;
@@ -62,7 +68,7 @@ static void run(int m, const char *dir)
     written += 4 - 1;                            /* page 102 is among the 17-steps */
     b[512 * 4096 - 1] = 0x77;                    /* the last page */
     written++;
-    if (m < 2) { /* the kernel writing into heap memory counts as a write */
+    if (m < 2 || m == 3) { /* the kernel writing into heap memory counts as a write */
         int fd = open("/dev/zero", O_RDONLY);
         CHECK(fd >= 0);
         b[300 * 4096] = 1;
@@ -111,7 +117,7 @@ static void run(int m, const char *dir)
     mmk_heap_close(h);
 
     /* reopen with another method: every byte is there */
-    setenv("MMK_HEAP_DIRTY", methods[(m + 1) % 3], 1);
+    setenv("MMK_HEAP_DIRTY", methods[(m + 1) % NFORCED], 1);
     CHECK_OK(mmk_heap_open(path, 0, &h));
     b = mmk_heap_ptr(h, mmk_heap_root(h));
     for (int i = 0; i < 512; i += 17)
@@ -120,7 +126,7 @@ static void run(int m, const char *dir)
     for (int i = 5; i < 3 * 4096 + 5; i++)
         CHECK_EQ(b[100 * 4096 + i], 0xee);
     CHECK_EQ(b[512 * 4096 - 1], 0x77);
-    if (m < 2)
+    if (m < 2 || m == 3)
         CHECK_EQ(b[300 * 4096], 1);
     for (int i = 1; i < 511; i += 2)
         CHECK_EQ(b[i * 4096 + 9], i >= 100 && i <= 103 ? 0xee : 0xab);
@@ -130,11 +136,102 @@ static void run(int m, const char *dir)
     mmk_heap_close(h);
 }
 
+/* Kept copies (the default where userfaultfd write-protect works): after a
+ * commit the private copies stay; the next transactions must log only what
+ * they write, an abort must restore the file's bytes, a commit by another
+ * handle must be seen by this one's next view and transaction, and a stray
+ * write between transactions must still fault. */
+static uint8_t page_byte(mmk_heap *h, mmk_ref obj, int pg)
+{
+    return ((uint8_t *)mmk_heap_ptr(h, obj))[pg * 4096 + 11];
+}
+
+static void kept_copies(const char *dir)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/kept.heap", dir);
+    unsetenv("MMK_HEAP_DIRTY");
+    mmk_heap *a, *b;
+    CHECK_OK(mmk_heap_open(path, MMK_HEAP_CREATE | MMK_HEAP_NOSYNC, &a));
+    struct mmk_heap_stats st;
+    CHECK_OK(mmk_heap_stats(a, &st));
+    printf("kept copies: handle A tracks with %s\n", st.dirty_method);
+    mmk_ref obj;
+    CHECK_OK(mmk_heap_begin(a));
+    CHECK_OK(mmk_heap_alloc(a, 64 * 4096, &obj));
+    CHECK_OK(mmk_heap_set_root(a, obj));
+    uint8_t *p = mmk_heap_ptr(a, obj);
+    for (int i = 0; i < 64; i++)
+        p[i * 4096 + 11] = 1;
+    CHECK_OK(mmk_heap_commit(a));
+    /* small transactions after a big one (the default starts all-writable
+     * then) and after small ones (write faults): exact page counts */
+    for (int round = 0; round < 4; round++) {
+        CHECK_OK(mmk_heap_begin(a));
+        for (int i = 0; i < 64; i++)
+            CHECK_EQ(p[i * 4096 + 11], round ? 2 : 1);
+        p[(5 + round) * 4096 + 11] = 2;
+        if (round == 0)
+            for (int i = 0; i < 64; i++)
+                p[i * 4096 + 11] = 2;
+        CHECK_OK(mmk_heap_commit(a));
+        CHECK_EQ(last_pages(a), round == 0 ? 64u + 2 : 3u);
+    }
+    /* abort restores kept and unkept pages alike */
+    CHECK_OK(mmk_heap_begin(a));
+    for (int i = 0; i < 64; i += 3)
+        p[i * 4096 + 11] = 9;
+    CHECK_OK(mmk_heap_abort(a));
+    CHECK_OK(mmk_heap_read_begin(a));
+    for (int i = 0; i < 64; i++)
+        CHECK_EQ(page_byte(a, obj, i), 2);
+    mmk_heap_read_end(a);
+    /* another handle commits: A's next view and transaction see it */
+    CHECK_OK(mmk_heap_open(path, MMK_HEAP_NOSYNC, &b));
+    CHECK_OK(mmk_heap_begin(b));
+    uint8_t *q = mmk_heap_ptr(b, obj);
+    for (int i = 0; i < 64; i += 2)
+        q[i * 4096 + 11] = 7;
+    CHECK_OK(mmk_heap_commit(b));
+    CHECK_OK(mmk_heap_read_begin(a));
+    for (int i = 0; i < 64; i++)
+        CHECK_EQ(page_byte(a, obj, i), i % 2 ? 2 : 7);
+    mmk_heap_read_end(a);
+    CHECK_OK(mmk_heap_begin(b));
+    q[1 * 4096 + 11] = 6;
+    CHECK_OK(mmk_heap_commit(b));
+    CHECK_OK(mmk_heap_begin(a));
+    CHECK_EQ(page_byte(a, obj, 1), 6);
+    p[3 * 4096 + 11] = 8;
+    CHECK_OK(mmk_heap_commit(a));
+    CHECK_EQ(last_pages(a), 3u);
+    CHECK_OK(mmk_heap_read_begin(b));
+    CHECK_EQ(page_byte(b, obj, 3), 8);
+    CHECK_EQ(page_byte(b, obj, 1), 6);
+    mmk_heap_read_end(b);
+    mmk_heap_close(b);
+    /* a stray write into a kept page between transactions faults */
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        p[3 * 4096 + 11] = 5;
+        _exit(0);
+    }
+    int ws;
+    CHECK(waitpid(pid, &ws, 0) == pid);
+    CHECK(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGSEGV);
+    CHECK_EQ(page_byte(a, obj, 3), 8);
+    CHECK_OK(mmk_heap_check(a));
+    mmk_heap_close(a);
+}
+
 int main(void)
 {
     const char *dir = test_tmpdir();
-    for (int m = 0; m < 4; m++)
+    for (int m = 0; m <= AUTO; m++)
         run(m, dir);
+    kept_copies(dir);
     unsetenv("MMK_HEAP_DIRTY");
     rm_rf(dir);
     printf("ok\n");
