@@ -60,6 +60,7 @@ static mmk_heap *H;
 static struct model m_ack, m_txn;
 static uint64_t ack_cid;
 static int in_commit, creating, keep, with_creation = 1;
+static int uffd_ok = 1; /* the userfaultfd tracker works here (probed in main) */
 static uint64_t log_syncs0; /* successful log syncs before the commit in flight */
 static uint32_t *pagecrc;
 static uint64_t pagecrc_n, ack_digest, ack_heap_size;
@@ -685,9 +686,11 @@ static void run_seed(uint64_t s, long txns)
     setenv("MMK_HEAP_LOG_LIMIT", limits[(st.seeds - 1) % 4], 1);
     /* each way of finding the written pages in turn (a page missed there
      * is a commit lost here) */
-    static const char *dirty[] = {"", "wp", "pagemap"};
-    if (*dirty[(st.seeds - 1) % 3])
-        setenv("MMK_HEAP_DIRTY", dirty[(st.seeds - 1) % 3], 1);
+    static const char *dirty[] = {"", "wp", "pagemap", "uffd"};
+    if (!uffd_ok)
+        dirty[3] = ""; /* not on this kernel: the default again */
+    if (*dirty[(st.seeds - 1) % 4])
+        setenv("MMK_HEAP_DIRTY", dirty[(st.seeds - 1) % 4], 1);
     else
         unsetenv("MMK_HEAP_DIRTY");
     memset(&m_ack, 0, sizeof m_ack);
@@ -780,6 +783,20 @@ int main(int argc, char **argv)
     snprintf(tmpl, sizeof tmpl, "%s/mmkit-power-XXXXXX", base);
     CHECK(mkdtemp(tmpl));
     CHECK(realpath(tmpl, dir));
+    {   /* is the userfaultfd tracker available here? */
+        char probe[PATH_MAX + 16];
+        snprintf(probe, sizeof probe, "%s/probe.heap", dir);
+        setenv("MMK_HEAP_DIRTY", "uffd", 1);
+        mmk_heap *ph;
+        int prc = mmk_heap_open(probe, MMK_HEAP_CREATE | MMK_HEAP_NOSYNC, &ph);
+        uffd_ok = prc == 0;
+        if (prc == 0)
+            mmk_heap_close(ph);
+        else
+            printf("userfaultfd tracking not available here (%s): not simulated\n",
+                   mmk_strerror(prc));
+        unsetenv("MMK_HEAP_DIRTY");
+    }
     setenv("MMK_HEAP_RESERVE", "268435456", 1); /* many heaps open in turn */
     if (!seed0)
         seed0 = (uint64_t)time(NULL);
