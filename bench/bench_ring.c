@@ -614,6 +614,17 @@ static double path_once(enum rimpl impl, size_t len, uint64_t *straddled)
 
 static void path_table(void)
 {
+    /* BENCH_PATH_ONE=impl:len runs one configuration once, for counting
+     * instructions under valgrind --tool=callgrind (path_once inclusive). */
+    const char *one = getenv("BENCH_PATH_ONE");
+    if (one) {
+        uint64_t st = 0;
+        int impl = atoi(one);
+        const char *c = strchr(one, ':');
+        size_t len = c ? (size_t)atol(c + 1) : 64;
+        printf("impl %d, %zu B: %.1f ns per record\n", impl, len, path_once((enum rimpl)impl, len, &st));
+        return;
+    }
     static const enum rimpl im[] = {R_RING, R_SPLIT, R_RING_B, R_RING_N, R_SPLIT_N, R_CK};
     enum { K = sizeof im / sizeof im[0] };
     static const size_t lens[2] = {64, 1024};

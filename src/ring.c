@@ -85,6 +85,7 @@ struct mmk_ring {
     size_t rsv_n;    /* records in the open reservation (0: none) */
     size_t rsv_len;  /* payload bytes reserved for each of them */
     uint64_t pub_head; /* last head published (MMK_RING_BATCH: may lag head) */
+    int pplain;        /* no MMK_RING_BATCH, membarrier registered: the short publish */
     /* consumer's private state */
     _Alignas(LINE) uint64_t tail;
     uint64_t head_cache;
@@ -93,6 +94,7 @@ struct mmk_ring {
     size_t peek_space; /* ring bytes of the records returned by the last peek, 0: none */
     size_t peek_n;     /* how many records that peek returned */
     uint64_t pub_tail;
+    int cplain;
     /* cold: set up once */
     _Alignas(LINE) struct ring_hdr *hdr;
     char *data;
@@ -290,7 +292,7 @@ static inline void publish_tail(mmk_ring *r)
  * flag; a stale 0 only delays publication to the next of the points listed
  * in ring.h: pending bytes are also published whenever this side finds the
  * ring full/empty, waits, flushes, closes or is destroyed). */
-static inline void commit_head(mmk_ring *r)
+static RING_NOINLINE void commit_head_any(mmk_ring *r)
 {
     if ((r->flags & MMK_RING_BATCH) && r->head - r->pub_head < r->batch &&
         !atomic_load_explicit(&r->hdr->rd_waiting, memory_order_relaxed))
@@ -298,12 +300,44 @@ static inline void commit_head(mmk_ring *r)
     publish_head(r);
 }
 
-static inline void commit_tail(mmk_ring *r)
+static RING_NOINLINE void commit_tail_any(mmk_ring *r)
 {
     if ((r->flags & MMK_RING_BATCH) && r->tail - r->pub_tail < r->batch &&
         !atomic_load_explicit(&r->hdr->wr_waiting, memory_order_relaxed))
         return;
     publish_tail(r);
+}
+
+/* The usual case inline (publish at once, no fence: publish_head without
+ * its tests), the rest out of line. */
+static inline void commit_head(mmk_ring *r)
+{
+    struct ring_hdr *h = r->hdr;
+    if (mmk__likely(r->pplain && !atomic_load_explicit(&h->need_fence, memory_order_relaxed))) {
+        uint64_t hd = r->head;
+        r->pub_head = hd;
+        atomic_store_explicit(&h->head, hd, memory_order_release);
+        atomic_signal_fence(memory_order_seq_cst);
+        if (mmk__unlikely(atomic_load_explicit(&h->rd_waiting, memory_order_relaxed)))
+            wake(r, &h->rd_seq, &h->rd_waiting, RD);
+        return;
+    }
+    commit_head_any(r);
+}
+
+static inline void commit_tail(mmk_ring *r)
+{
+    struct ring_hdr *h = r->hdr;
+    if (mmk__likely(r->cplain && !atomic_load_explicit(&h->need_fence, memory_order_relaxed))) {
+        uint64_t tl = r->tail;
+        r->pub_tail = tl;
+        atomic_store_explicit(&h->tail, tl, memory_order_release);
+        atomic_signal_fence(memory_order_seq_cst);
+        if (mmk__unlikely(atomic_load_explicit(&h->wr_waiting, memory_order_relaxed)))
+            wake(r, &h->wr_seq, &h->wr_waiting, WR);
+        return;
+    }
+    commit_tail_any(r);
 }
 
 /* The sleeper's half: called after raising a need-wakeup flag and before
@@ -471,6 +505,7 @@ MMK_API int mmk_ring_create(size_t min_capacity, unsigned flags, mmk_ring **out)
     if (!r)
         return -ENOMEM;
     r->flags = flags & (MMK_RING_UNTRUSTED | MMK_RING_BATCH);
+    r->pplain = r->cplain = r->asym && !(flags & MMK_RING_BATCH);
     size_t hsize = page;
     int rc = -1;
     if (hp && create_hugetlb(r, cap, hp) > 0) {
@@ -562,6 +597,7 @@ MMK_API int mmk_ring_attach(int fd, unsigned flags, mmk_ring **out)
     if (!r)
         return -ENOMEM;
     r->flags = flags;
+    r->pplain = r->cplain = r->asym && !(flags & MMK_RING_BATCH);
     r->fd = mmk__os_dup(fd);
     if (r->fd < 0) {
         rc = r->fd;
