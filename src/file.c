@@ -579,6 +579,7 @@ MMK_API int mmk_file_advise(mmk_file *f, uint64_t off, uint64_t len, int advice)
     case MMK_ADV_WILLNEED: fadv = POSIX_FADV_WILLNEED; break;
     case MMK_ADV_DONTNEED: fadv = POSIX_FADV_DONTNEED; break;
     case MMK_ADV_HUGEPAGE: fadv = -1; break;
+    case MMK_ADV_POPULATE_READ: fadv = -1; break;
     default: return -EINVAL;
     }
     if (f->policy == MMK_FILE_MMAP) {
@@ -587,6 +588,12 @@ MMK_API int mmk_file_advise(mmk_file *f, uint64_t off, uint64_t len, int advice)
         uint64_t end = len && len <= UINT64_MAX - off ? off + len : mapped;
         if (end > mapped)
             end = mapped;
+        if (advice == MMK_ADV_POPULATE_READ) {
+            /* Only the file's pages: past its end the kernel says EFAULT. */
+            uint64_t size = atomic_load_explicit(&f->size, memory_order_acquire);
+            if (end > size)
+                end = size;
+        }
         if (start < end) {
             int rc = mmk_advise(f->base + start, (size_t)(end - start), advice);
             if (rc)

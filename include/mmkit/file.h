@@ -94,7 +94,11 @@ MMK_API int mmk_file_sync(mmk_file *f);
  * MMK_ADV_NORMAL, MMK_ADV_DONTNEED (from mmkit/vm.h). Applied to the mapping
  * (madvise) and to the file (posix_fadvise) so both policies benefit. Huge
  * pages for file mappings need a file system that supports them; -ENOTSUP
- * otherwise. -EINVAL for other advice. */
+ * otherwise. MMK_ADV_POPULATE_READ maps the range's pages now (within the
+ * file's size), so first reads take no page fault: it waits for the disk
+ * where the pages are not cached, so bound the range; -EFAULT if the file
+ * shrank, -ENOTSUP under the pread policy or before Linux 5.14. -EINVAL for
+ * other advice. */
 MMK_API int mmk_file_advise(mmk_file *f, uint64_t off, uint64_t len, int advice);
 
 /* MMK_FILE_MMAP or MMK_FILE_PREAD: the policy this file uses. */
