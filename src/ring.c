@@ -1226,29 +1226,28 @@ MMK_API ssize_t mmk_ring_rec_peek(mmk_ring *r, const void **rec)
 
 /* Judge and list the records from ring offset off, within `left`
  * published bytes, into out[0..max). Returns the count; *used receives
- * their ring bytes; *bad is set at an impossible header. Plain arguments
- * and locals only, so the loop keeps everything in registers. */
-static size_t walk_recs(const char *data, size_t cap, size_t off, size_t left,
-                        struct mmk_ring_rec *out, size_t max, size_t *used, int *bad)
+ * their ring bytes; *bad is set at an impossible header. The walk runs
+ * straight through the mirror (off + left <= 2 * cap), so there is no
+ * wrap-around to handle and every record comes out as one piece. */
+static size_t walk_recs(const char *data, size_t off, size_t left, struct mmk_ring_rec *out,
+                        size_t max, size_t *used, int *bad)
 {
-    size_t n = 0, u = 0;
-    while (n < max && left - u >= REC_HDR) {
-        uint64_t w = *(volatile const uint64_t *)(const void *)(data + off);
+    const char *start = data + off, *p = start, *end = start + left;
+    size_t n = 0;
+    while (n < max && (size_t)(end - p) >= REC_HDR) {
+        uint64_t w = *(volatile const uint64_t *)(const void *)p;
         uint32_t len = (uint32_t)w;
         size_t sp = rec_space(len);
-        if (mmk__unlikely((uint32_t)(w >> 32) != (len ^ REC_CHECK) || sp > left - u)) {
+        if (mmk__unlikely((uint32_t)(w >> 32) != (len ^ REC_CHECK) || sp > (size_t)(end - p))) {
             *bad = 1;
             break;
         }
-        out[n].data = data + off + REC_HDR;
+        out[n].data = p + REC_HDR;
         out[n].len = len;
         n++;
-        u += sp;
-        off += sp;
-        if (off >= cap)
-            off -= cap;
+        p += sp;
     }
-    *used = u;
+    *used = (size_t)(p - start);
     return n;
 }
 
@@ -1262,16 +1261,15 @@ MMK_API ssize_t mmk_ring_rec_peek_batch(mmk_ring *r, struct mmk_ring_rec *out, s
     if (r->roff & 7)
         return -EINVAL;
     size_t used, more;
-    size_t n = walk_recs(r->data, r->cap, r->roff, (size_t)(r->head_cache - r->tail), out, max,
-                         &used, &bad);
+    size_t n = walk_recs(r->data, r->roff, (size_t)(r->head_cache - r->tail), out, max, &used, &bad);
     if (!bad && n < max) {
         /* The cache ran dry: one acquire load of the producer's position
          * for everything published since. */
         ssize_t av = cons_avail(r, used + REC_HDR);
         if (av < 0)
             return av;
-        n += walk_recs(r->data, r->cap, off_add(r, r->roff, used), (size_t)av - used, out + n,
-                       max - n, &more, &bad);
+        n += walk_recs(r->data, off_add(r, r->roff, used), (size_t)av - used, out + n, max - n,
+                       &more, &bad);
         used += more;
     }
     if (mmk__unlikely(bad))
