@@ -1230,20 +1230,26 @@ static int drop_txn(mmk_heap *h, int collected)
  * another process is noticed). */
 static int end_committed(mmk_heap *h)
 {
-    if (!h->keep)
-        return drop_txn(h, 1);
     int rc = protect_back(h, 1);
-    size_t nk = 0, nd = 0;
-    for (size_t i = 0; i < h->nwritten; i++)
-        if (h->written[i] != 0 && !is_csum_page(h->written[i]))
-            h->written[nk++] = h->written[i];
-    for (size_t i = 0; i < h->ndirty; i++)
-        if (in_sorted(h->written, nk, h->dirty[i]) < 0)
-            h->dirty[nd++] = h->dirty[i];
-    h->ndirty = nd;
-    discard_pages(h, 1);
-    mmk__hp_dirty_keep(h, h->written, nk);
-    h->kept_commit = h->hdr->commit_id;
+    if (mmk__hp_dirty_walk_costly(h, h->nwritten)) {
+        /* every page this handle maps (kept copies too) goes: see there */
+        madvise(h->base, h->mapped, MADV_DONTNEED);
+        h->nkept = 0;
+    } else if (!h->keep) {
+        discard_pages(h, 1);
+    } else {
+        size_t nk = 0, nd = 0;
+        for (size_t i = 0; i < h->nwritten; i++)
+            if (h->written[i] != 0 && !is_csum_page(h->written[i]))
+                h->written[nk++] = h->written[i];
+        for (size_t i = 0; i < h->ndirty; i++)
+            if (in_sorted(h->written, nk, h->dirty[i]) < 0)
+                h->dirty[nd++] = h->dirty[i];
+        h->ndirty = nd;
+        discard_pages(h, 1);
+        mmk__hp_dirty_keep(h, h->written, nk);
+        h->kept_commit = h->hdr->commit_id;
+    }
     mmk__hp_dirty_end(h);
     h->in_txn = 0;
     ofd_unlock(h->fd, LOCK_WRITER);

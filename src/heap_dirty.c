@@ -411,10 +411,24 @@ int mmk__hp_dirty_begin(mmk_heap *h)
 /* The caller times the final mprotect of an all-writable transaction. */
 void mmk__hp_dirty_bulk_done(mmk_heap *h, uint64_t protect_ns)
 {
-    if (h->dm != DM_WP || !h->wp_auto || !h->bulk_txn_ns)
+    if (!h->bulk_txn_ns)
         return;
     uint64_t t = h->bulk_txn_ns + 2 * protect_ns; /* the mprotect to writable costs the same */
+    h->bulk_txn_ns = t;
     h->bulk_ns = h->bulk_ns ? (3 * h->bulk_ns + t) / 4 : t;
+}
+
+/* After an all-writable commit of `written` pages: did walking the mapping
+ * cost more than half what write faults on them would have? The walk grows
+ * with the pages this handle has resident (every page it ever read stays
+ * mapped), not with the transaction; then the caller unmaps them all, so
+ * the next walks see only what is touched again (a refault each, ~1 us).
+ * Half the fault cost as the bar: a walk grows transaction by transaction
+ * while the refaults after a drop are paid once (tried 2, 4 and 8 us on
+ * the 1 M-key map fill: the same within this machine's noise). */
+int mmk__hp_dirty_walk_costly(const mmk_heap *h, size_t written)
+{
+    return h->bulk_txn_ns > (uint64_t)written * (WP_FAULT_NS / 2) + 100000;
 }
 
 uint64_t mmk__hp_now_ns(void)

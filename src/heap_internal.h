@@ -281,6 +281,7 @@ void mmk__hp_dirty_drop_kept(mmk_heap *h);
 void mmk__hp_dirty_settle(mmk_heap *h, uint64_t commit);
 const char *mmk__hp_dirty_name(const mmk_heap *h);
 void mmk__hp_dirty_bulk_done(mmk_heap *h, uint64_t protect_ns);
+int mmk__hp_dirty_walk_costly(const mmk_heap *h, size_t written);
 uint64_t mmk__hp_now_ns(void);
 
 /* heap_check.c */
