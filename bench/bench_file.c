@@ -8,13 +8,15 @@
  *    random read) and read back from disk (readahead makes large folios, and
  *    2 MiB-aligned ones are mapped with one 2 MiB entry each). The share of
  *    the mapping held by 2 MiB entries is printed (FilePmdMapped).
- * 2. Sequential reads in chunks of 64 KiB, 256 KiB and 1 MiB: read(2)
+ * 2. The first random reads after opening (page faults on first touch),
+ *    with and without MMK_ADV_POPULATE_READ at open, against pread.
+ * 3. Sequential reads in chunks of 64 KiB, 256 KiB and 1 MiB: read(2)
  *    against copying out of the mapping, both from a mapping whose page
  *    tables are already filled ("warm") and from a fresh one (each pass
  *    opens the file again, so every page is a minor fault: what a reader
  *    that maps a file once and reads it once pays). This decides the
  *    mmap-or-read policy for large reads (src/file.c, mmk_file_read_at).
- * 3. Random writes of 64 B and 4 KiB into the cached file: write_at (a
+ * 4. Random writes of 64 B and 4 KiB into the cached file: write_at (a
  *    store through the mapping, then a load from the next page to catch a
  *    file cut under it) against pwrite(2).
  * Medians of --runs runs, side by side in one process. */
@@ -73,6 +75,31 @@ static double rand_write(mmk_file *f, int fd, size_t span, size_t len, long n,
         bench_keep(r);
     }
     return (double)n / (bench_now() - t0);
+}
+
+/* Random 4 KiB reads right after opening: open (and with `populate`,
+ * MMK_ADV_POPULATE_READ over the whole file), n reads, close, all timed;
+ * ns per read. fd >= 0: pread on it instead. */
+static double fresh_reads(int fd, int populate, long n, unsigned char *buf)
+{
+    double t0 = bench_now();
+    mmk_file *f = NULL;
+    if (fd < 0) {
+        if (mmk_file_open(path, MMK_FILE_RDONLY | MMK_FILE_MMAP, &f))
+            return 0;
+        if (populate)
+            mmk_file_advise(f, 0, 0, MMK_ADV_POPULATE_READ);
+    }
+    uint64_t x = 88172645463325252ull ^ (uint64_t)n;
+    size_t pages = fsize / 4096;
+    for (long i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t off = (x % pages) * 4096;
+        ssize_t r = f ? mmk_file_read_at(f, buf, 4096, off) : pread(fd, buf, 4096, (off_t)off);
+        bench_keep(r);
+    }
+    mmk_file_close(f);
+    return (bench_now() - t0) / (double)n * 1e9;
 }
 
 /* KiB of file mappings held by 2 MiB page-table entries in this process. */
@@ -196,6 +223,26 @@ int main(int argc, char **argv)
                    sp ? "" : what, spans[sp] >> 20, 1e9 / ma, ma / 1e6, 1e9 / mc, 1e9 / mb,
                    mb / 1e6, ma / mb);
         }
+    }
+    printf("\n");
+
+    printf("### First random 4 KiB reads after opening, file read from disk (ns per read, "
+           "open and populate included, median of %d runs)\n\n",
+           runs);
+    printf("| reads | read_at | populate, then read_at | pread(2) | read_at / pread | "
+           "populated / pread |\n");
+    printf("|---:|---:|---:|---:|---:|---:|\n");
+    static const long nfresh[] = {2000, 20000, 200000};
+    for (size_t k = 0; k < 3; k++) {
+        long n = o.quick ? nfresh[k] / 4 : nfresh[k];
+        double a[32], b[32], c[32];
+        for (int r = 0; r < runs; r++) {
+            a[r] = fresh_reads(-1, 0, n, buf);
+            b[r] = fresh_reads(-1, 1, n, buf);
+            c[r] = fresh_reads(fd, 0, n, buf);
+        }
+        double ma = bench_median(a, runs), mb = bench_median(b, runs), mc = bench_median(c, runs);
+        printf("| %ld | %.0f | %.0f | %.0f | %.2fx | %.2fx |\n", n, ma, mb, mc, mc / ma, mc / mb);
     }
     printf("\n");
 
