@@ -45,6 +45,50 @@ static uint32_t crc_sw(uint32_t crc, const unsigned char *p, size_t n)
 }
 
 #if defined(__x86_64__)
+/* The crc32 instruction takes 3 cycles but can start one a cycle: three
+ * independent streams over neighbouring blocks, joined by shifting the
+ * first two states over the blocks after them (a GF(2) matrix: appending
+ * BLK zero bytes to a raw CRC state is linear), run about 2.5x faster than
+ * one chain. A 4 KiB page is three blocks and 64 bytes. */
+#define BLK 1344u
+static uint32_t shift_blk[32]; /* state -> state after BLK zero bytes */
+static int shift_ready;
+
+static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
+{
+    uint32_t s = 0;
+    for (int i = 0; i < 32; i++) /* no branch on the data: it is random */
+        s ^= mat[i] & (0u - ((vec >> i) & 1));
+    return s;
+}
+
+static void gf2_mul(uint32_t *out, const uint32_t *a, const uint32_t *b) /* a after b */
+{
+    uint32_t t[32];
+    for (int i = 0; i < 32; i++)
+        t[i] = gf2_times(a, b[i]);
+    memcpy(out, t, sizeof t);
+}
+
+static void make_shift(void)
+{
+    uint32_t op[32], r[32];
+    op[0] = 0x82f63b78u; /* one zero bit, reflected */
+    for (int i = 1; i < 32; i++)
+        op[i] = 1u << (i - 1);
+    for (int k = 0; k < 3; k++) /* 2, 4, 8 bits: one byte */
+        gf2_mul(op, op, op);
+    for (int i = 0; i < 32; i++)
+        r[i] = 1u << i;
+    for (uint32_t n = BLK; n; n >>= 1) {
+        if (n & 1)
+            gf2_mul(r, op, r);
+        gf2_mul(op, op, op);
+    }
+    memcpy(shift_blk, r, sizeof r);
+    __atomic_store_n(&shift_ready, 1, __ATOMIC_RELEASE);
+}
+
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const unsigned char *p,
                                                          size_t n)
 {
@@ -52,6 +96,24 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uns
     while (n && ((uintptr_t)p & 7)) {
         c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
         n--;
+    }
+    if (n >= 3 * BLK && !__atomic_load_n(&shift_ready, __ATOMIC_ACQUIRE))
+        make_shift(); /* idempotent: racing threads compute the same matrix */
+    while (n >= 3 * BLK) {
+        uint64_t c1 = 0, c2 = 0;
+        for (size_t i = 0; i < BLK; i += 8) {
+            uint64_t a, b, d;
+            memcpy(&a, p + i, 8);
+            memcpy(&b, p + BLK + i, 8);
+            memcpy(&d, p + 2 * BLK + i, 8);
+            c = __builtin_ia32_crc32di(c, a);
+            c1 = __builtin_ia32_crc32di(c1, b);
+            c2 = __builtin_ia32_crc32di(c2, d);
+        }
+        c = gf2_times(shift_blk, (uint32_t)c) ^ (uint32_t)c1;
+        c = gf2_times(shift_blk, (uint32_t)c) ^ (uint32_t)c2;
+        p += 3 * BLK;
+        n -= 3 * BLK;
     }
     while (n >= 32) {
         uint64_t a, b, d, e;
