@@ -633,6 +633,32 @@ static int recover_as_writer(mmk_heap *h, int ro)
 
 /* ------------------------------------------------------------ mapping */
 
+/* The clean view of a writable handle follows the private mapping. It is
+ * only read, by guarded copies (a file cut short gives an error, not
+ * SIGBUS); any failure just turns it off (the commit preads instead). */
+static void map_clean(mmk_heap *h)
+{
+    if (h->flags & MMK_HEAP_RDONLY || h->clean_mapped == h->mapped)
+        return;
+    if (!h->clean && !h->clean_mapped) {
+        void *r = mmap(NULL, h->reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+        h->clean = r == MAP_FAILED ? NULL : r;
+        h->clean_mapped = r == MAP_FAILED ? SIZE_MAX : 0;
+    }
+    if (!h->clean)
+        return;
+    void *p = mmap(h->clean + h->clean_mapped, h->mapped - h->clean_mapped, PROT_READ,
+                   MAP_SHARED | MAP_FIXED, h->fd, (off_t)h->clean_mapped);
+    if (p == MAP_FAILED) {
+        munmap(h->clean, h->reserve);
+        h->clean = NULL;
+        h->clean_mapped = SIZE_MAX;
+        return;
+    }
+    h->clean_mapped = h->mapped;
+}
+
 static int map_file(mmk_heap *h, size_t upto, int writable)
 {
     if (upto <= h->mapped)
@@ -651,6 +677,7 @@ static int map_file(mmk_heap *h, size_t upto, int writable)
     size_t before = h->mapped;
     h->mapped = upto;
     mmk__hp_dirty_map_grown(h, before); /* a failure only ends the kept copies */
+    map_clean(h);
     return 0;
 }
 
@@ -883,6 +910,8 @@ static void heap_free(mmk_heap *h)
     mmk__hp_dirty_fini(h);
     if (h->base)
         munmap(h->base, h->reserve);
+    if (h->clean)
+        munmap(h->clean, h->reserve);
     if (h->fd >= 0)
         close(h->fd);
     if (h->logfd >= 0)
@@ -1552,7 +1581,12 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         while (!so && j < n && j - i < ORIG_PAGES && h->dirty[j] == h->dirty[j - 1] + 1 &&
                !shadow_orig(h, h->dirty[j]))
             j++;
-        if (!so) {
+        if (!so && h->clean && (h->dirty[j - 1] + 1) << HP_SHIFT <= h->clean_mapped &&
+            mmk__copy_guarded(h->orig, h->clean + (h->dirty[i] << HP_SHIFT),
+                              (j - i) << HP_SHIFT) == 0) {
+            /* the page cache through the clean view: no system call, and
+             * after the first time no fault either (a fault: pread below) */
+        } else if (!so) {
             ssize_t got = IO->pread(h->fd, h->orig, (j - i) << HP_SHIFT, h->dirty[i] << HP_SHIFT);
             if (got < 0) {
                 rc = (int)got;

@@ -196,6 +196,10 @@ struct mmk_heap {
     struct iovec *iov;        /* record vectors */
     size_t iov_cap;
     unsigned char *orig;      /* ORIG_PAGES pages of the file, for deltas */
+    unsigned char *clean;     /* writable handles: the file mapped shared, read-only, in a
+                               * reservation of its own: the delta's reference without a
+                               * pread (NULL: not available, pread) */
+    size_t clean_mapped;
     /* Metadata pages a write-protected transaction did not write (the
      * header, checksum pages) are built in these copies and written from
      * them: no mprotect, fault or private copy for them (see commit). */
