@@ -101,7 +101,10 @@ struct mmk_heap_stats {
     uint64_t last_pages;      /* pages written by this handle's last commit (with metadata) */
     uint64_t last_log_bytes;  /* bytes its redo record took (changed bytes only) */
     uint64_t reserved;        /* address space reserved for growth */
-    const char *dirty_method; /* "pagemap_scan", "pagemap" or "wp_fault" */
+    const char *dirty_method; /* "wp_fault+uffd_scan" (the default where userfaultfd
+                               * write-protect works), "wp_fault+pagemap_scan",
+                               * "wp_fault+pagemap", "uffd_scan", "pagemap_scan",
+                               * "pagemap" or "wp_fault" (docs/guide-heap.md) */
 };
 /* Figures of the last commit (or the open transaction). Cheap; 0/-EINVAL. */
 MMK_API int mmk_heap_stats(mmk_heap *h, struct mmk_heap_stats *out);
