@@ -574,9 +574,21 @@ static void median_recs(const enum rimpl *impls, int k, size_t len, double *out,
     uint64_t count = len <= 64 ? 8000000 : 2000000;
     if (O.quick)
         count /= 8;
+    /* BENCH_RIMPLS=a,b,...: measure only these enum rimpl values (A/B tests) */
+    const char *only = getenv("BENCH_RIMPLS");
     for (int i = 0; i < n; i++)
-        for (int j = 0; j < k; j++)
-            v[j][i] = rec_once(impls[j], len, count);
+        for (int j = 0; j < k; j++) {
+            char tag[8];
+            snprintf(tag, sizeof tag, "%d", (int)impls[j]);
+            int skip = 0;
+            if (only) {
+                skip = 1;
+                for (const char *c = only; *c; c += strcspn(c, ",") + (c[strcspn(c, ",")] ? 1 : 0))
+                    if (!strncmp(c, tag, strlen(tag)) && (c[strlen(tag)] == ',' || !c[strlen(tag)]))
+                        skip = 0;
+            }
+            v[j][i] = skip ? 0 : rec_once(impls[j], len, count);
+        }
     for (int j = 0; j < k; j++)
         out[j] = bench_median(v[j], n) / 1e6, best[j] = v[j][n - 1] / 1e6;
     if (getenv("BENCH_RAW")) /* every run, sorted: how spread the figures are */
