@@ -118,7 +118,9 @@ MMK_API int     mmk_ring_read_commit(mmk_ring *r, size_t n);
  * So a producer that keeps writing, or stops by waiting or closing, never
  * strands data; one that commits and then goes quiet must flush. Before a
  * side moves to a forked child, flush it. Saves the cross-core traffic of
- * publishing every record (worth 2-3x at 64-byte records). The flushes are
+ * publishing every record; how much that is worth varies from machine to
+ * machine (docs/BENCHMARKS.md); for many small records the batched record
+ * calls (mmk_ring_rec_reserve_n, mmk_ring_rec_peek_batch) save more. The flushes are
  * no-ops without pending data; 0, -EINVAL, MMK_ECORRUPT. Thread-safety: the
  * producer's (consumer's) thread only, like the calls they complete. */
 MMK_API int     mmk_ring_write_flush(mmk_ring *r);
