@@ -76,8 +76,8 @@ static long one_op(mmk_ring *r, size_t cap, uint64_t *s, int bytes_only)
     const void *q;
     char buf[600] = {0};
     uint64_t x = test_rand(s);
-    unsigned op = (unsigned)(x % 10);
-    if (bytes_only && (op == 2 || op == 3 || op == 9))
+    unsigned op = (unsigned)(x % 12);
+    if (bytes_only && (op == 2 || op == 3 || op >= 9))
         op = 1; /* records and byte spans do not mix */
     switch (op) {
     case 0: {
@@ -129,6 +129,33 @@ static long one_op(mmk_ring *r, size_t cap, uint64_t *s, int bytes_only)
         return mmk_ring_wait_writable(r, 1 + (size_t)(x >> 8) % cap, (x >> 40) % 64 == 0);
     case 8:
         return mmk_ring_poll_prepare(r, x & 256 ? MMK_RING_READABLE : MMK_RING_WRITABLE);
+    case 10: { /* batched producer */
+        void *ws[8];
+        size_t len = (size_t)(x >> 8) % 300;
+        ssize_t n = mmk_ring_rec_reserve_n(r, len, 1 + (size_t)(x >> 20) % 8, ws);
+        if (n > 0) {
+            CHECK(n <= 8 && (size_t)n * mmk_ring_record_space(len) <= cap);
+            for (ssize_t i = 0; i < n; i++)
+                memset(ws[i], 0x44, len);
+            return mmk_ring_rec_commit_n(r, (size_t)(x >> 30) % ((size_t)n + 1));
+        }
+        return n;
+    }
+    case 11: { /* batched consumer: every record within what was published */
+        struct mmk_ring_rec out[8];
+        ssize_t n = mmk_ring_rec_peek_batch(r, out, 1 + (size_t)(x >> 8) % 8);
+        if (n > 0) {
+            size_t total = 0;
+            CHECK(n <= 8);
+            for (ssize_t i = 0; i < n; i++) {
+                total += mmk_ring_record_space(out[i].len);
+                touch_read(out[i].data, out[i].len);
+            }
+            CHECK(total <= cap);
+            return mmk_ring_rec_release_n(r, 1 + (size_t)(x >> 20) % (size_t)n);
+        }
+        return n;
+    }
     default:
         return mmk_ring_rec_discard(r);
     }
