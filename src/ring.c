@@ -1271,6 +1271,8 @@ MMK_API ssize_t mmk_ring_rec_peek_batch(mmk_ring *r, struct mmk_ring_rec *out, s
         ssize_t av = cons_avail(r, used + REC_HDR);
         if (av < 0)
             return av;
+        if (mmk__unlikely((size_t)av < used))
+            return corrupt(r); /* the producer's position went back (found by fuzz_ring) */
         n += walk_recs(r->data, off_add(r, r->roff, used), (size_t)av - used, out + n, max - n,
                        &more, &bad);
         used += more;

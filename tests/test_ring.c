@@ -334,6 +334,37 @@ static void test_records_batched(void)
     mmk_ring_destroy(r);
 }
 
+/* Untrusted: a producer position that goes back under a batch the consumer
+ * already saw is MMK_ECORRUPT, never a walk past what was published (the
+ * length left to walk would underflow; found by fuzz_ring under UBSan). */
+static void test_batch_head_back(void)
+{
+    mmk_ring *r;
+    if (mmk_ring_create(page, MMK_RING_UNTRUSTED, &r) == -ENOTSUP) {
+        printf("head going back: skipped (no sealed memfd)\n");
+        return;
+    }
+    size_t cap = mmk_ring_capacity(r);
+    unsigned char *m = mmap(NULL, cap + page, PROT_READ | PROT_WRITE, MAP_SHARED, mmk_ring_fd(r), 0);
+    CHECK(m != MAP_FAILED);
+    void *w[3];
+    struct mmk_ring_rec out[8];
+    CHECK_EQ(mmk_ring_rec_reserve_n(r, 16, 3, w), 3);
+    CHECK_OK(mmk_ring_rec_commit_n(r, 3));
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 8), 3);
+    /* well-formed headers beyond what was published, for a walk to run on */
+    for (size_t off = 72; off < 72 + 8 * 24; off += 24) {
+        uint64_t h = 16u | (uint64_t)(16u ^ 0x52454331u) << 32;
+        memcpy(m + off, &h, 8);
+    }
+    uint64_t back = 8; /* the producer's word in the header: back below what we saw */
+    memcpy(m + cap + 128, &back, 8);
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 8), MMK_ECORRUPT);
+    CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 8), MMK_ECORRUPT); /* sticky */
+    munmap(m, cap + page);
+    mmk_ring_destroy(r);
+}
+
 static void test_close_and_copy(void)
 {
     mmk_ring *r;
@@ -602,6 +633,7 @@ int main(void)
     test_wrap_random();
     test_records();
     test_records_batched();
+    test_batch_head_back();
     test_close_and_copy();
     test_timeouts();
     test_huge();
