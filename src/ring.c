@@ -377,7 +377,9 @@ static inline ssize_t cons_avail(mmk_ring *r, size_t need)
     if (r->pub_tail != r->tail)
         publish_tail(r);
     uint64_t hd = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
-    if (mmk__unlikely(hd - r->tail > r->cap))
+    /* Never past our position by more than the ring, and never back: a
+     * record we peeked (and will release) lies below the cached value. */
+    if (mmk__unlikely(hd - r->tail > r->cap || (int64_t)(hd - r->head_cache) < 0))
         return corrupt(r);
     r->head_cache = hd;
     return (ssize_t)(hd - r->tail);
@@ -779,7 +781,7 @@ static void sc_refresh(mmk_ring *r, int slot)
 {
     if (slot == RD) {
         uint64_t hd = atomic_load_explicit(&r->hdr->head, memory_order_seq_cst);
-        if (hd - r->tail <= r->cap)
+        if (hd - r->tail <= r->cap && (int64_t)(hd - r->head_cache) >= 0)
             r->head_cache = hd;
     } else {
         uint64_t t = atomic_load_explicit(&r->hdr->tail, memory_order_seq_cst);

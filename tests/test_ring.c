@@ -363,6 +363,29 @@ static void test_batch_head_back(void)
     CHECK_EQ(mmk_ring_rec_peek_batch(r, out, 8), MMK_ECORRUPT); /* sticky */
     munmap(m, cap + page);
     mmk_ring_destroy(r);
+
+    /* The same with one record: peek, a wait that reloads the position
+     * (now back below the record), release, peek again. The release must
+     * not leave our position past the producer's, where the next peek would
+     * trust a forged header of any length. */
+    CHECK_OK(mmk_ring_create(page, MMK_RING_UNTRUSTED, &r));
+    m = mmap(NULL, cap + page, PROT_READ | PROT_WRITE, MAP_SHARED, mmk_ring_fd(r), 0);
+    CHECK(m != MAP_FAILED);
+    void *p1;
+    const void *q;
+    CHECK_OK(mmk_ring_rec_reserve(r, 16, &p1));
+    CHECK_OK(mmk_ring_rec_commit(r, 16));
+    CHECK_EQ(mmk_ring_rec_peek(r, &q), 16);
+    uint64_t huge = (uint64_t)0x7fffffffu | (uint64_t)(0x7fffffffu ^ 0x52454331u) << 32;
+    memcpy(m + 24, &huge, 8); /* a forged record right after ours */
+    memcpy(m + cap + 128, &back, 8);
+    int rc = mmk_ring_wait_readable(r, 100, 0);
+    CHECK(rc == MMK_ECORRUPT || rc == -ETIMEDOUT);
+    rc = mmk_ring_rec_release(r);
+    ssize_t l = mmk_ring_rec_peek(r, &q);
+    CHECK(rc == MMK_ECORRUPT || l == MMK_ECORRUPT || l == -EAGAIN);
+    munmap(m, cap + page);
+    mmk_ring_destroy(r);
 }
 
 static void test_close_and_copy(void)
