@@ -143,6 +143,75 @@ static void test_fork_attach(uint64_t total, unsigned flags)
     mmk_ring_destroy(r);
 }
 
+/* Batched records between processes: a forked child attaches (untrusting)
+ * and produces with reserve_n/commit_n, the parent drains with peek_batch/
+ * release_n; each record carries its number and a slice of the pattern. */
+static void test_records_batched_proc(uint64_t count)
+{
+    mmk_ring *r;
+    CHECK_OK(mmk_ring_create(64 * 1024, MMK_RING_UNTRUSTED, &r));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        mmk_ring *c;
+        if (mmk_ring_attach(mmk_ring_fd(r), MMK_RING_UNTRUSTED, &c))
+            _exit(2);
+        uint64_t s = 99, k = 0;
+        void *w[32];
+        while (k < count) {
+            size_t len = 8 + (size_t)(test_rand(&s) % 500), max = 1 + (size_t)(test_rand(&s) % 32);
+            if (max > count - k)
+                max = (size_t)(count - k);
+            ssize_t n;
+            while ((n = mmk_ring_rec_reserve_n(c, len, max, w)) == -EAGAIN)
+                if (mmk_ring_wait_writable(c, mmk_ring_record_space(len), 10000))
+                    _exit(3);
+            if (n <= 0)
+                _exit(4);
+            for (ssize_t i = 0; i < n; i++) {
+                uint64_t seq = k + (uint64_t)i;
+                memcpy(w[i], &seq, 8);
+                memcpy((char *)w[i] + 8, pat + seq % PERIOD, len - 8);
+            }
+            if (mmk_ring_rec_commit_n(c, (size_t)n))
+                _exit(5);
+            k += (uint64_t)n;
+        }
+        mmk_ring_close_write(c);
+        mmk_ring_destroy(c);
+        _exit(0);
+    }
+    struct mmk_ring_rec out[64];
+    uint64_t k = 0;
+    int bad = 0;
+    for (;;) {
+        ssize_t n = mmk_ring_rec_peek_batch(r, out, 64);
+        if (n == -EAGAIN) {
+            int rc = mmk_ring_wait_readable(r, 8, 10000);
+            if (rc == -EPIPE)
+                break;
+            CHECK_OK(rc);
+            continue;
+        }
+        CHECK(n > 0);
+        for (ssize_t i = 0; i < n; i++) {
+            uint64_t seq;
+            memcpy(&seq, out[i].data, 8);
+            bad |= seq != k + (uint64_t)i || out[i].len < 8 ||
+                   memcmp((const char *)out[i].data + 8, pat + seq % PERIOD, out[i].len - 8);
+        }
+        CHECK_OK(mmk_ring_rec_release_n(r, (size_t)n));
+        k += (uint64_t)n;
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK_EQ(exit_code(st), 0);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(k, count);
+    printf("batched records between processes: %llu checked\n", (unsigned long long)k);
+    mmk_ring_destroy(r);
+}
+
 /* ----------------------------------------------------- SCM_RIGHTS, exec */
 
 static int send_fds(int sock, int a, int b)
@@ -422,6 +491,7 @@ int main(int argc, char **argv)
     test_fork_inherited(gib);
     test_fork_attach(gib / 4, 0);
     test_fork_attach(gib / 8, MMK_RING_BATCH);
+    test_records_batched_proc((uint64_t)test_scaled(500000));
     test_pingpong_proc(0);
     test_pingpong_proc(1);
     test_scm_rights("/proc/self/exe", gib / 8);
