@@ -241,9 +241,11 @@ struct mmk_ring_rec {
 MMK_API ssize_t mmk_ring_rec_reserve_n(mmk_ring *r, size_t len, size_t max, void **recs);
 
 /* Producer: publish the first n records of the open reservation (each of
- * the reserved length) with one position store; the rest of the reservation
- * is dropped (n 0 drops it all). -EINVAL when n exceeds the reservation or
- * none is open. mmk_ring_rec_discard drops it too. */
+ * the reserved length) with one position store (on a MMK_RING_BATCH handle,
+ * when that flag's rules say); the rest of the reservation is dropped (n 0
+ * drops it all). Writes the record headers, so call it right after filling
+ * the payloads. -EINVAL when n exceeds the reservation or none is open.
+ * mmk_ring_rec_discard drops it too. */
 MMK_API int     mmk_ring_rec_commit_n(mmk_ring *r, size_t n);
 
 /* Consumer: up to max ready records, in place, into out[0..]; returns how
@@ -257,7 +259,8 @@ MMK_API int     mmk_ring_rec_commit_n(mmk_ring *r, size_t n);
 MMK_API ssize_t mmk_ring_rec_peek_batch(mmk_ring *r, struct mmk_ring_rec *out, size_t max);
 
 /* Consumer: release the first n records returned by the last peek (batched
- * or not; n up to that count) with one position store. The others stay in
+ * or not; n up to that count) with one position store (MMK_RING_BATCH: when
+ * that flag's rules say). The others stay in
  * the ring and come first in the next peek. -EINVAL when n is more than was
  * peeked (or nothing was peeked); n 0 does nothing. Releasing all is O(1);
  * a part walks the n headers again (and, untrusted, re-checks them). */
