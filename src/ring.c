@@ -287,29 +287,17 @@ static inline void publish_tail(mmk_ring *r)
         wake(r, &h->wr_seq, &h->wr_waiting, WR);
 }
 
-/* After a commit or release. MMK_RING_BATCH publishes lazily: once `batch`
- * bytes are pending, or at once when the peer sleeps (a relaxed peek at its
- * flag; a stale 0 only delays publication to the next of the points listed
- * in ring.h: pending bytes are also published whenever this side finds the
- * ring full/empty, waits, flushes, closes or is destroyed). */
-static RING_NOINLINE void commit_head_any(mmk_ring *r)
-{
-    if ((r->flags & MMK_RING_BATCH) && r->head - r->pub_head < r->batch &&
-        !atomic_load_explicit(&r->hdr->rd_waiting, memory_order_relaxed))
-        return;
-    publish_head(r);
-}
+static RING_NOINLINE void publish_head_any(mmk_ring *r) { publish_head(r); }
+static RING_NOINLINE void publish_tail_any(mmk_ring *r) { publish_tail(r); }
 
-static RING_NOINLINE void commit_tail_any(mmk_ring *r)
-{
-    if ((r->flags & MMK_RING_BATCH) && r->tail - r->pub_tail < r->batch &&
-        !atomic_load_explicit(&r->hdr->wr_waiting, memory_order_relaxed))
-        return;
-    publish_tail(r);
-}
-
-/* The usual case inline (publish at once, no fence: publish_head without
- * its tests), the rest out of line. */
+/* After a commit or release. The usual cases inline: publish at once
+ * without a fence (publish_head without its tests), or hold back under
+ * MMK_RING_BATCH; publishing with a fence, or a batch's publication, out of
+ * line. MMK_RING_BATCH publishes lazily: once `batch` bytes are pending, or
+ * at once when the peer sleeps (a relaxed peek at its flag; a stale 0 only
+ * delays publication to the next of the points listed in ring.h: pending
+ * bytes are also published whenever this side finds the ring full/empty,
+ * waits, flushes, closes or is destroyed). */
 static inline void commit_head(mmk_ring *r)
 {
     struct ring_hdr *h = r->hdr;
@@ -322,7 +310,10 @@ static inline void commit_head(mmk_ring *r)
             wake(r, &h->rd_seq, &h->rd_waiting, RD);
         return;
     }
-    commit_head_any(r);
+    if ((r->flags & MMK_RING_BATCH) && r->head - r->pub_head < r->batch &&
+        !atomic_load_explicit(&h->rd_waiting, memory_order_relaxed))
+        return;
+    publish_head_any(r);
 }
 
 static inline void commit_tail(mmk_ring *r)
@@ -337,7 +328,10 @@ static inline void commit_tail(mmk_ring *r)
             wake(r, &h->wr_seq, &h->wr_waiting, WR);
         return;
     }
-    commit_tail_any(r);
+    if ((r->flags & MMK_RING_BATCH) && r->tail - r->pub_tail < r->batch &&
+        !atomic_load_explicit(&h->wr_waiting, memory_order_relaxed))
+        return;
+    publish_tail_any(r);
 }
 
 /* The sleeper's half: called after raising a need-wakeup flag and before
