@@ -71,32 +71,15 @@ const char *mmk__hp_dirty_name(const mmk_heap *h)
 
 /* Pages written since they were last write-protected through the
  * userfaultfd (async mode: the kernel only clears a bit on the first write)
- * and not file pages; the same call write-protects them again. */
+ * and not file pages; the same call write-protects them again. A hole
+ * counts as written (nothing protects it): only present or swapped pages. */
+static int scan_pages(mmk_heap *h, uint64_t start, uint64_t end, uint64_t flags,
+                      uint64_t mask);
+
 static int uffd_scan_range(mmk_heap *h, uint64_t start, uint64_t end)
 {
-    struct page_region vec[256];
-    while (start < end) {
-        struct pm_scan_arg a = {
-            .size = sizeof a, .flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
-            .start = start, .end = end, .vec = (uint64_t)(uintptr_t)vec, .vec_len = 256,
-            .category_inverted = PAGE_IS_FILE, .category_mask = PAGE_IS_WRITTEN | PAGE_IS_FILE,
-            /* a hole counts as written (nothing protects it): only pages */
-            .category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            .return_mask = PAGE_IS_WRITTEN};
-        long n = ioctl(h->pagemap_fd, PAGEMAP_SCAN, &a);
-        if (n < 0)
-            return -errno;
-        for (long i = 0; i < n; i++)
-            for (uint64_t p = vec[i].start; p < vec[i].end; p += HP_PAGE) {
-                int rc = mmk__hp_dirty_add(h, (p - (uint64_t)(uintptr_t)h->base) >> HP_SHIFT);
-                if (rc)
-                    return rc;
-            }
-        if (a.walk_end <= start)
-            return -EIO;
-        start = a.walk_end;
-    }
-    return 0;
+    return scan_pages(h, start, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+                      PAGE_IS_WRITTEN);
 }
 
 static int uffd_register(mmk_heap *h, size_t from, size_t to)
@@ -182,14 +165,17 @@ void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n)
     }
 }
 
-static int scan_range(mmk_heap *h, uint64_t start, uint64_t end)
+/* Present or swapped pages that are not file pages (copied on write) and,
+ * with `mask`, in those categories too, added to h->dirty. */
+static int scan_pages(mmk_heap *h, uint64_t start, uint64_t end, uint64_t flags,
+                      uint64_t mask)
 {
     struct page_region vec[256];
     while (start < end) {
         struct pm_scan_arg a = {
-            .size = sizeof a, .start = start, .end = end,
+            .size = sizeof a, .flags = flags, .start = start, .end = end,
             .vec = (uint64_t)(uintptr_t)vec, .vec_len = 256,
-            .category_inverted = PAGE_IS_FILE, .category_mask = PAGE_IS_FILE,
+            .category_inverted = PAGE_IS_FILE, .category_mask = PAGE_IS_FILE | mask,
             .category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
             .return_mask = PAGE_IS_FILE | PAGE_IS_PRESENT | PAGE_IS_SWAPPED};
         long n = ioctl(h->pagemap_fd, PAGEMAP_SCAN, &a);
@@ -206,6 +192,11 @@ static int scan_range(mmk_heap *h, uint64_t start, uint64_t end)
         start = a.walk_end;
     }
     return 0;
+}
+
+static int scan_range(mmk_heap *h, uint64_t start, uint64_t end)
+{
+    return scan_pages(h, start, end, 0, 0);
 }
 
 static int pagemap_range(mmk_heap *h, uint64_t start, uint64_t end)

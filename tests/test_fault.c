@@ -14,18 +14,7 @@
 #include "fault_internal.h"
 #include "testutil.h"
 
-/* Under a sanitizer, mmkit's SIGSEGV/SIGBUS handler must be the one that
- * runs (docs/guide-fault.md); the environment can still add options. */
-const char *__asan_default_options(void);
-__attribute__((visibility("default"))) const char *__asan_default_options(void)
-{
-    return "allow_user_segv_handler=1:handle_segv=0:handle_sigbus=0";
-}
-const char *__tsan_default_options(void);
-__attribute__((visibility("default"))) const char *__tsan_default_options(void)
-{
-    return "handle_segv=0:handle_sigbus=0";
-}
+MMK_TEST_FAULT_OPTIONS
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 

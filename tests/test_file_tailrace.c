@@ -24,16 +24,7 @@
 #include <mmkit/mmkit.h>
 #include "testutil.h"
 
-const char *__asan_default_options(void);
-__attribute__((visibility("default"))) const char *__asan_default_options(void)
-{
-    return "allow_user_segv_handler=1:handle_segv=0:handle_sigbus=0";
-}
-const char *__tsan_default_options(void);
-__attribute__((visibility("default"))) const char *__tsan_default_options(void)
-{
-    return "handle_segv=0:handle_sigbus=0";
-}
+MMK_TEST_FAULT_OPTIONS
 
 #define FULL ((size_t)1 << 20)
 #define TAIL ((size_t)64 << 10)

@@ -132,4 +132,20 @@ static inline void rm_rf(const char *path)
         fprintf(stderr, "warning: could not remove %s\n", path);
 }
 
+
+/* Under a sanitizer, mmkit's SIGSEGV/SIGBUS handler must be the one that
+ * runs (docs/guide-fault.md); the environment can still add options. Tests
+ * that fault on purpose put MMK_TEST_FAULT_OPTIONS at file scope. */
+#define MMK_TEST_FAULT_OPTIONS                                                                 \
+    const char *__asan_default_options(void);                                                  \
+    __attribute__((visibility("default"))) const char *__asan_default_options(void)            \
+    {                                                                                          \
+        return "allow_user_segv_handler=1:handle_segv=0:handle_sigbus=0";                      \
+    }                                                                                          \
+    const char *__tsan_default_options(void);                                                  \
+    __attribute__((visibility("default"))) const char *__tsan_default_options(void)            \
+    {                                                                                          \
+        return "handle_segv=0:handle_sigbus=0";                                                \
+    }
+
 #endif
