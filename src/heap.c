@@ -302,8 +302,8 @@ static int rec_read(mmk_heap *h, uint64_t uuid, uint64_t off, uint64_t gen, uint
         r.len < r.meta_len || r.len > r.meta_len + (uint64_t)r.npages * HP_PAGE + REC_ALIGN ||
         r.heap_size & (HP_PAGE - 1) || r.heap_size < HP_MIN_PAGES * HP_PAGE)
         return 0; /* the usual answer at the log's end: no system call spent */
-    struct stat st;
-    if (fstat(h->logfd, &st) || r.len > (uint64_t)st.st_size || off > (uint64_t)st.st_size - r.len)
+    uint64_t lsize;
+    if (mmk__os_file_size(h->logfd, &lsize) || r.len > lsize || off > lsize - r.len)
         return 0; /* a record never extends past the log's end: bounds what we allocate */
     unsigned char *m = malloc(r.meta_len);
     if (!m)
@@ -383,10 +383,11 @@ static int mark_applying(mmk_heap *h, uint64_t commit_id, const struct hp_header
 static int rec_apply(mmk_heap *h, const struct hp_rec *r, const unsigned char *data)
 {
     const struct hp_ent *e = (const struct hp_ent *)(r + 1);
-    struct stat st;
-    if (fstat(h->fd, &st))
-        return -errno;
-    if ((uint64_t)st.st_size < r->heap_size) {
+    uint64_t fsize;
+    int rs = mmk__os_file_size(h->fd, &fsize);
+    if (rs)
+        return rs;
+    if (fsize < r->heap_size) {
         int rc = IO->ftruncate(h->fd, r->heap_size);
         if (rc)
             return rc;
@@ -496,10 +497,9 @@ static int checkpoint(mmk_heap *h, uint64_t commit_id)
 
 static int read_file_header(mmk_heap *h, struct hp_header *hd, uint64_t *fsize)
 {
-    struct stat st;
-    if (fstat(h->fd, &st))
-        return -errno;
-    *fsize = (uint64_t)st.st_size;
+    int rs = mmk__os_file_size(h->fd, fsize);
+    if (rs)
+        return rs;
     ssize_t n = IO->pread(h->fd, hd, sizeof *hd, 0);
     if (n < 0)
         return (int)n;
@@ -689,10 +689,9 @@ static int catch_up(mmk_heap *h, int writable, uint64_t fsize)
 {
     uint64_t size = __atomic_load_n(&h->hdr->heap_size, __ATOMIC_ACQUIRE);
     if (fsize == UINT64_MAX) {
-        struct stat st;
-        if (fstat(h->fd, &st))
-            return -errno;
-        fsize = (uint64_t)st.st_size;
+        int rs = mmk__os_file_size(h->fd, &fsize);
+        if (rs)
+            return rs;
     }
     if (fsize < size)
         return MMK_ECORRUPT;
@@ -709,18 +708,19 @@ static int catch_up(mmk_heap *h, int writable, uint64_t fsize)
  * *fsize (may be NULL) gets the file's size. */
 static int snap_header(mmk_heap *h, struct hp_header *out, uint64_t *fsize)
 {
-    struct stat st;
-    if (fstat(h->fd, &st))
-        return -errno;
-    if ((uint64_t)st.st_size < HP_PAGE)
+    uint64_t size;
+    int rc = mmk__os_file_size(h->fd, &size);
+    if (rc)
+        return rc;
+    if (size < HP_PAGE)
         return MMK_ECORRUPT;
-    int rc = mmk__copy_guarded(out, h->hdr, sizeof *out);
+    rc = mmk__copy_guarded(out, h->hdr, sizeof *out);
     if (rc)
         return rc == -EIO ? -EIO : MMK_ECORRUPT;
-    if ((uint64_t)st.st_size < out->heap_size)
+    if (size < out->heap_size)
         return MMK_ECORRUPT;
     if (fsize)
-        *fsize = (uint64_t)st.st_size;
+        *fsize = size;
     return 0;
 }
 
@@ -748,10 +748,11 @@ int mmk__hp_grow(mmk_heap *h, uint64_t need)
         if (neu < min_end)
             return -ENOMEM;
     }
-    struct stat st;
-    if (fstat(h->fd, &st))
-        return -errno;
-    if ((uint64_t)st.st_size < (neu << HP_SHIFT)) {
+    uint64_t fsize;
+    int rs = mmk__os_file_size(h->fd, &fsize);
+    if (rs)
+        return rs;
+    if (fsize < (neu << HP_SHIFT)) {
         int rc = IO->ftruncate(h->fd, neu << HP_SHIFT);
         if (rc)
             return rc == -EFBIG ? -ENOMEM : rc;
@@ -1337,10 +1338,9 @@ static int log_reserve(mmk_heap *h, uint64_t end)
      * truncated the log since this handle last looked: trust the file, not a
      * cached size, or the zero fill below would erase its records. The caller
      * holds the writer lock, so the size cannot change under us. */
-    struct stat st;
-    if (fstat(h->logfd, &st))
-        return -errno;
-    h->log_end_alloc = (uint64_t)st.st_size;
+    int rs = mmk__os_file_size(h->logfd, &h->log_end_alloc);
+    if (rs)
+        return rs;
     if (end <= h->log_end_alloc)
         return 0;
     uint64_t to = (end + LOG_CHUNK - 1) / LOG_CHUNK * LOG_CHUNK;

@@ -67,5 +67,10 @@ void mmk__os_close(int fd);
 /* Size of the object behind fd and its block size (the huge page size on
  * hugetlbfs). */
 int mmk__os_fd_size(int fd, uint64_t *size, size_t *blksize);
+/* The size of a regular file without asking for its timestamps. On Linux
+ * 6.13+ a stat marks ctime as queried, and the next write then stamps (and
+ * dirties) the inode: on ext4 without a journal every fdatasync of any file
+ * whose inode shares that inode-table block pays one more write. */
+int mmk__os_file_size(int fd, uint64_t *size);
 
 #endif
