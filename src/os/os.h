@@ -59,6 +59,18 @@ int mmk__os_getpid(void);
 int mmk__os_pid_open(int pid);
 int mmk__os_pid_exited(int handle, int pid); /* 1 when the process is gone */
 void mmk__os_pid_close(int handle);
+/* Liveness locks (src/os/linux_live.c), for the ring. reopen_private: a new
+ * open file description of the object behind fd (read-only, close-on-exec;
+ * -errno where /proc is missing or permission is refused). ofd_rdlock: a
+ * non-blocking shared OFD lock on byte off (0, -EAGAIN when another
+ * description holds a write lock there, -errno; -ENOTSUP without OFD
+ * locks). ofd_held: 1 when a description other than fd's holds any lock on
+ * byte off, 0 when none, -errno. pidns_id: this process's pid namespace
+ * (an inode number), 0 when unknown. */
+int mmk__os_reopen_private(int fd);
+int mmk__os_ofd_rdlock(int fd, uint64_t off);
+int mmk__os_ofd_held(int fd, uint64_t off);
+uint32_t mmk__os_pidns_id(void);
 /* eventfd (non-blocking, close-on-exec): create (fd or -errno), signal. */
 int mmk__os_event_create(void);
 void mmk__os_event_signal(int fd);
