@@ -26,7 +26,8 @@
 #include "internal.h"
 
 #define RING_MAGIC   0x474e49524b4d4d21ull /* "!MMKRING" little-endian */
-#define RING_VERSION 2u /* 2: wake-ups use asymmetric barriers (need_fence) */
+#define RING_VERSION 3u /* 2: wake-ups use asymmetric barriers (need_fence);
+                          * 3: liveness by OFD locks (prod_live/cons_live) */
 #define RING_ENDIAN  0x01020304u
 #define LINE         128 /* two cache lines: the adjacent-line prefetcher pairs them */
 #define SLICE_NS     100000000ll /* bounded sleeps: a dead peer is seen within this */
@@ -56,9 +57,14 @@ struct ring_hdr {
     _Alignas(LINE) _Atomic uint32_t closed; /* close_write was called */
     _Atomic uint32_t prod_gone;             /* the producer's handle was destroyed */
     _Atomic uint32_t cons_gone;
-    _Atomic int32_t prod_pid;               /* who produces / consumes, for liveness */
-    _Atomic int32_t cons_pid;
+    _Atomic int32_t prod_pid;               /* who produces / consumes: the fall-back */
+    _Atomic int32_t cons_pid;               /* liveness check (and a hint for people) */
     _Atomic uint32_t need_fence;            /* a sleeper could not issue membarrier: wakers fence */
+    _Atomic uint32_t live_next;             /* lock bytes handed out so far */
+    _Atomic uint32_t prod_live;             /* the lock byte the producer holds (0: none, */
+    _Atomic uint32_t cons_live;             /* check the pid); see "peer death" */
+    _Atomic uint32_t prod_pidns;            /* the pid namespace of prod_pid (0: unknown) */
+    _Atomic uint32_t cons_pidns;
     /* wake-up words: the data-ready futex (bumped by the producer) and its
      * need-wakeup flag (set by a consumer about to sleep) */
     _Alignas(LINE) _Atomic uint32_t rd_seq;
@@ -68,11 +74,12 @@ struct ring_hdr {
     _Atomic uint32_t wr_waiting;
 };
 _Static_assert(sizeof(struct ring_hdr) <= 4096, "header fits a page");
-_Static_assert(offsetof(struct ring_hdr, head) == 128, "layout version 2");
-_Static_assert(offsetof(struct ring_hdr, tail) == 256, "layout version 2");
-_Static_assert(offsetof(struct ring_hdr, closed) == 384, "layout version 2");
-_Static_assert(offsetof(struct ring_hdr, rd_seq) == 512, "layout version 2");
-_Static_assert(offsetof(struct ring_hdr, wr_seq) == 640, "layout version 2");
+_Static_assert(offsetof(struct ring_hdr, head) == 128, "layout version 3");
+_Static_assert(offsetof(struct ring_hdr, tail) == 256, "layout version 3");
+_Static_assert(offsetof(struct ring_hdr, closed) == 384, "layout version 3");
+_Static_assert(offsetof(struct ring_hdr, cons_pidns) < 512, "layout version 3");
+_Static_assert(offsetof(struct ring_hdr, rd_seq) == 512, "layout version 3");
+_Static_assert(offsetof(struct ring_hdr, wr_seq) == 640, "layout version 3");
 
 enum { RD = 0, WR = 1 }; /* eventfd / liveness slots: readable, writable */
 
@@ -107,7 +114,9 @@ struct mmk_ring {
     size_t batch; /* MMK_RING_BATCH: publish after this many bytes */
     _Atomic int broken; /* sticky MMK_ECORRUPT */
     _Atomic int efd[2];
-    int peer_pid[2], peer_h[2]; /* cached liveness handles: RD producer, WR consumer */
+    int peer_pid[2], peer_h[2]; /* cached pid-check handles: RD producer, WR consumer */
+    _Atomic int live_fd; /* our own open file description, holding our sides' locks */
+    mmk_ring *reg_prev, *reg_next; /* all handles of this process, for the fork handler */
 };
 
 static inline void mmk__cpu_relax(void)
@@ -121,16 +130,59 @@ static inline void mmk__cpu_relax(void)
 
 /* ----------------------------------------------------------------- fork */
 
-/* A child must re-announce its pid for the sides it uses: bump a generation
- * in the child, compared on each call (a plain load, no getpid). */
+/* A child must re-announce itself for the sides it uses: bump a generation
+ * in the child, compared on each call (a plain load, no getpid).
+ *
+ * The child also lets go of the liveness locks it inherited. Its copy of a
+ * handle's lock descriptor refers to the parent's open file description, so
+ * as long as the child kept it, the parent's locks would outlive the parent:
+ * a child that never touches the ring (a worker forked for something else)
+ * would hide the parent's death. So every handle of the process is listed
+ * (reg_head, under reg_lock) and the child closes their lock descriptors;
+ * a side it then uses is claimed with a description of its own. */
 static _Atomic unsigned fork_gen = 1;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static int asym_ok; /* written once under fork_once; a forked child inherits the registration */
-static void on_fork_child(void) { atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed); }
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static mmk_ring *reg_head;
+
+static void on_fork_prepare(void) { pthread_mutex_lock(&reg_lock); }
+static void on_fork_parent(void) { pthread_mutex_unlock(&reg_lock); }
+static void on_fork_child(void)
+{
+    atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
+    for (mmk_ring *r = reg_head; r; r = r->reg_next)
+        mmk__os_close(atomic_exchange_explicit(&r->live_fd, -1, memory_order_relaxed));
+    pthread_mutex_unlock(&reg_lock);
+}
+
 static void fork_setup(void)
 {
-    pthread_atfork(NULL, NULL, on_fork_child);
+    pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
     asym_ok = mmk__os_membarrier_register() == 0;
+}
+
+static void reg_add(mmk_ring *r)
+{
+    pthread_mutex_lock(&reg_lock);
+    r->reg_prev = NULL;
+    r->reg_next = reg_head;
+    if (reg_head)
+        reg_head->reg_prev = r;
+    reg_head = r;
+    pthread_mutex_unlock(&reg_lock);
+}
+
+static void reg_remove(mmk_ring *r)
+{
+    pthread_mutex_lock(&reg_lock);
+    if (r->reg_prev)
+        r->reg_prev->reg_next = r->reg_next;
+    else if (reg_head == r)
+        reg_head = r->reg_next;
+    if (r->reg_next)
+        r->reg_next->reg_prev = r->reg_prev;
+    pthread_mutex_unlock(&reg_lock);
 }
 
 static inline unsigned gen_now(void) { return atomic_load_explicit(&fork_gen, memory_order_relaxed); }
@@ -147,10 +199,96 @@ static inline size_t off_add(const mmk_ring *r, size_t off, size_t n)
     return off >= r->cap ? off - r->cap : off;
 }
 
-/* First use of a side in this process: announce our pid; a trusting handle
- * also picks the position up from shared memory, so a side can move to a
- * forked child or another handle. An untrusting one keeps its private
- * position (set at create/attach): there a side stays with one handle. */
+/* ----------------------------------------------------------- liveness
+ *
+ * How a waiter learns that the process on the other side died (kill -9,
+ * a crash: no destroy, no close_write).
+ *
+ * Locks. A process that claims a side takes an OFD read lock on one byte of
+ * the shared object, far beyond its data (LIVE_BASE + e), through an open
+ * file description of its own (the handle's live_fd, from reopening
+ * /proc/self/fd/N: descriptors inherited or passed over a socket share the
+ * sender's description, and with it its locks). e comes from a counter in
+ * the header, so every claim gets a byte nobody else uses, and is published
+ * in prod_live / cons_live after the lock is taken. The kernel drops the
+ * lock when the last descriptor of that description closes, which includes
+ * process death by any signal; it knows nothing of pids, so this works
+ * between pid namespaces, and a peer cannot point it at another process. A
+ * waiter asks with F_OFD_GETLK through the ring's shared descriptor (r->fd,
+ * on which nobody locks), once per sleep slice: lock gone = peer dead.
+ * Because each claim has its own byte, a stale lock of a process that handed
+ * its side on (to a forked child) or kept a handle after stopping does not
+ * matter: only the byte the last claimer published is asked about.
+ *
+ * Fall-back: the pid. When a side could not take a lock (no /proc, no read
+ * permission on the object, no OFD locks), it publishes e = 0 and a waiter
+ * checks the pid stored next to it (a pidfd, else kill(pid, 0)), but only if
+ * the pid belongs to the waiter's own pid namespace: a pid from another
+ * namespace names an unrelated process here, so across namespaces a dead
+ * peer without a lock is not detected (the wait ends at its timeout).
+ *
+ * Neither is proof against a hostile peer: it can take or drop locks on any
+ * byte and publish any e or pid, so it can always look alive or dead. What
+ * holds is that an honest peer's death is seen, and that what a hostile one
+ * writes only makes us ask the kernel about a lock byte or a pid. */
+#define LIVE_BASE ((uint64_t)1 << 62) /* lock bytes: beyond any object, below OFF_T_MAX */
+#define LIVE_TRIES 8 /* bytes tried when another description write-locked ours */
+
+/* This handle's own open file description, opened on first need; -errno. */
+static int live_desc(mmk_ring *r)
+{
+    int fd = atomic_load_explicit(&r->live_fd, memory_order_acquire);
+    if (fd >= 0)
+        return fd;
+    /* Under reg_lock, so a fork never copies a descriptor the child's
+     * handler does not know about. */
+    pthread_mutex_lock(&reg_lock);
+    fd = atomic_load_explicit(&r->live_fd, memory_order_relaxed);
+    if (fd < 0) {
+        fd = mmk__os_reopen_private(r->fd);
+        if (fd >= 0)
+            atomic_store_explicit(&r->live_fd, fd, memory_order_release);
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return fd;
+}
+
+/* Take a liveness lock for a side: its byte number e (> 0), or 0 when no
+ * lock could be had (the pid fall-back). */
+static uint32_t live_take(mmk_ring *r)
+{
+    int fd = live_desc(r);
+    if (fd < 0)
+        return 0;
+    for (int i = 0; i < LIVE_TRIES; i++) {
+        uint32_t e = atomic_fetch_add_explicit(&r->hdr->live_next, 1, memory_order_relaxed) + 1;
+        if (!e)
+            continue;
+        int rc = mmk__os_ofd_rdlock(fd, LIVE_BASE + e);
+        if (rc == 0)
+            return e;
+        if (rc != -EAGAIN)
+            return 0;
+    }
+    return 0;
+}
+
+/* Announce this process on a side: lock first, then publish the byte, so a
+ * waiter never asks about a byte whose lock is not taken yet. */
+static void announce(mmk_ring *r, _Atomic uint32_t *live, _Atomic int32_t *pid,
+                     _Atomic uint32_t *pidns)
+{
+    uint32_t e = live_take(r);
+    atomic_store_explicit(pidns, mmk__os_pidns_id(), memory_order_relaxed);
+    atomic_store_explicit(pid, mmk__os_getpid(), memory_order_relaxed);
+    atomic_store_explicit(live, e, memory_order_release);
+}
+
+/* First use of a side in this process: announce ourselves (above); a
+ * trusting handle also picks the position up from shared memory, so a side
+ * can move to a forked child or another handle. An untrusting one keeps its
+ * private position (set at create/attach): there a side stays with one
+ * handle. */
 static void claim_producer(mmk_ring *r)
 {
     struct ring_hdr *h = r->hdr;
@@ -159,7 +297,7 @@ static void claim_producer(mmk_ring *r)
         r->woff = (size_t)(r->head % r->cap);
         r->tail_cache = atomic_load_explicit(&h->tail, memory_order_acquire);
     }
-    atomic_store_explicit(&h->prod_pid, mmk__os_getpid(), memory_order_relaxed);
+    announce(r, &h->prod_live, &h->prod_pid, &h->prod_pidns);
     atomic_store_explicit(&h->prod_gone, 0, memory_order_relaxed);
     r->pgen = gen_now();
 }
@@ -173,7 +311,7 @@ static void claim_consumer(mmk_ring *r)
         r->head_cache = atomic_load_explicit(&h->head, memory_order_acquire);
         r->peek_space = r->peek_n = 0;
     }
-    atomic_store_explicit(&h->cons_pid, mmk__os_getpid(), memory_order_relaxed);
+    announce(r, &h->cons_live, &h->cons_pid, &h->cons_pidns);
     atomic_store_explicit(&h->cons_gone, 0, memory_order_relaxed);
     r->cgen = gen_now();
 }
@@ -441,15 +579,19 @@ static mmk_ring *ring_alloc(void)
         r->peer_pid[i] = 0;
         r->peer_h[i] = -1;
     }
+    atomic_init(&r->live_fd, -1);
     pthread_once(&fork_once, fork_setup);
     r->asym = asym_ok;
+    reg_add(r);
     return r;
 }
 
 static void ring_free(mmk_ring *r)
 {
+    reg_remove(r);
     unmap(r);
     mmk__os_close(r->fd);
+    mmk__os_close(atomic_load(&r->live_fd)); /* drops our liveness locks */
     for (int i = 0; i < 2; i++) {
         mmk__os_close(atomic_load(&r->efd[i]));
         mmk__os_pid_close(r->peer_h[i]);
@@ -747,12 +889,27 @@ static int64_t remaining_ns(uint64_t deadline)
     return now >= deadline ? 0 : (int64_t)(deadline - now);
 }
 
-/* Has the process on the other side of `slot` died? RD: the producer. */
+/* Has the process on the other side of `slot` died? RD: the producer. See
+ * "liveness" above: the lock if the side took one, else the pid, if it is
+ * one of our namespace. A side nobody claimed yet is not dead. */
 static int peer_dead(mmk_ring *r, int slot)
 {
-    int pid = atomic_load_explicit(slot == RD ? &r->hdr->prod_pid : &r->hdr->cons_pid,
+    struct ring_hdr *h = r->hdr;
+    uint32_t e = atomic_load_explicit(slot == RD ? &h->prod_live : &h->cons_live,
+                                      memory_order_acquire);
+    if (e) {
+        int held = mmk__os_ofd_held(r->fd, LIVE_BASE + e);
+        if (held >= 0)
+            return !held;
+    }
+    int pid = atomic_load_explicit(slot == RD ? &h->prod_pid : &h->cons_pid,
                                    memory_order_relaxed);
-    if (pid <= 0 || pid == mmk__os_getpid())
+    if (pid <= 0)
+        return 0;
+    if (atomic_load_explicit(slot == RD ? &h->prod_pidns : &h->cons_pidns,
+                             memory_order_relaxed) != mmk__os_pidns_id())
+        return 0; /* another namespace's pid: it would name an unrelated process */
+    if (pid == mmk__os_getpid())
         return 0;
     if (pid != r->peer_pid[slot]) {
         mmk__os_pid_close(r->peer_h[slot]);
