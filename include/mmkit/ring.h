@@ -14,11 +14,45 @@
  * side (producer or consumer) through the inherited handle or attach by fd;
  * each side must be used by one process at a time. A trusted handle re-reads
  * a side's position from the header the first time it uses it in a new
- * process; with MMK_RING_UNTRUSTED a side stays with its handle.
+ * process; with MMK_RING_UNTRUSTED a side stays with its handle. A forked
+ * child closes its copies of the handles' liveness-lock descriptors at once
+ * (pthread_atfork), so a child that never touches the ring does not keep a
+ * dead parent looking alive; a side it uses gets a lock of its own. A child
+ * made with a raw clone(2) or vfork(2) without exec runs no fork handlers
+ * and keeps the parent's locks alive while it lives.
  *
- * Peer death: each side records its pid on first use; waits sleep in slices
- * of at most 100 ms and then check the peer (pidfd, else kill(pid, 0)), so a
- * peer killed with SIGKILL ends a wait with -ECONNRESET instead of a hang.
+ * Peer death (a peer killed with SIGKILL, or crashed: no destroy, no
+ * close_write) ends a wait with -ECONNRESET instead of a hang. How it is seen:
+ *   - The first time a process uses a side (producer or consumer) through a
+ *     handle, it reopens the object through /proc/self/fd (an open file
+ *     description of its own: a descriptor inherited over fork or received
+ *     with SCM_RIGHTS shares the sender's) and takes an OFD read lock
+ *     (F_OFD_SETLK) on one byte far beyond the data, a byte no earlier claim
+ *     used; the header names that byte for the side. The kernel drops the
+ *     lock when that description's last descriptor closes: destroy, exit,
+ *     any fatal signal.
+ *   - A waiter (wait_readable / wait_writable, and the copying helpers when
+ *     they wait) sleeps in slices of at most 100 ms and after each asks the
+ *     kernel (F_OFD_GETLK) whether the byte of the other side is still
+ *     locked. Unlocked: the peer is dead. No pids are involved, so this
+ *     works between pid namespaces (containers sharing the fd over a Unix
+ *     socket). Only waiters check: the data path makes no system call.
+ *   - Fall-back, when a side could not take a lock (no /proc mounted, no
+ *     read permission on the object under the peer's uid, no OFD locks):
+ *     the pid that side stored, checked with a pidfd (else kill(pid, 0)),
+ *     and only when it was stored from the waiter's own pid namespace; a
+ *     pid from another namespace is ignored, so there a dead peer is not
+ *     seen and the wait ends at its timeout.
+ *   - A side nobody has used yet is not dead (not started). A side follows
+ *     the last process that claimed it: handed to a forked child, the
+ *     child's death counts, not the parent's.
+ *   - A hostile peer (MMK_RING_UNTRUSTED or not) can always make itself
+ *     look alive or dead: lock any byte and name it, name a byte nobody
+ *     holds, or take no lock and name any pid. It cannot release a lock
+ *     another description holds. The guarantee is only that an honest
+ *     peer's death is seen; what a hostile peer writes there can make us ask
+ *     the kernel about a lock byte or a pid, nothing else.
+ * Each handle that used a side holds one more descriptor (the lock's).
  * See docs/guide-ring.md for the guarantees in full.
  *
  * Return values follow the library: >= 0 success, -errno or MMK_E* codes.
@@ -79,8 +113,9 @@ MMK_API size_t  mmk_ring_capacity(const mmk_ring *r);
 MMK_API unsigned mmk_ring_flags(const mmk_ring *r);
 
 /* Unmap and free the handle (NULL is fine). The sides this handle used are
- * marked gone: a peer waiting for them gets -EPIPE. The peer's mapping stays
- * valid; the memory is freed when the last process lets go. */
+ * marked gone: a peer waiting for them gets -EPIPE (not -ECONNRESET: gone is
+ * marked before the handle's liveness locks are dropped). The peer's mapping
+ * stays valid; the memory is freed when the last process lets go. */
 MMK_API void    mmk_ring_destroy(mmk_ring *r);
 
 /* ------------------------------------------------------------ byte spans */
@@ -140,9 +175,10 @@ MMK_API ssize_t mmk_ring_read(mmk_ring *r, void *buf, size_t n, int timeout_ms);
 /* Block until at least min_bytes (1 if 0) are readable. timeout_ms < 0 waits
  * forever, 0 polls. 0, -ETIMEDOUT, -EPIPE (stream closed and fewer than
  * min_bytes left: drain them first with a smaller min_bytes), -ECONNRESET
- * (the producer's process died), -EINVAL (min_bytes > capacity). Sleeps on
- * a futex in the shared header, so it works across processes; a dead peer
- * is noticed within about 100 ms. */
+ * (the producer's process died; see "Peer death" above), -EINVAL
+ * (min_bytes > capacity). Sleeps on a futex in the shared header, so it
+ * works across processes; a dead peer is noticed within about 100 ms. A
+ * timeout of 0 only polls and never reports -ECONNRESET. */
 MMK_API int     mmk_ring_wait_readable(mmk_ring *r, size_t min_bytes, int timeout_ms);
 
 /* Block until at least min_bytes are free. Same codes; -EPIPE when the
@@ -175,7 +211,11 @@ MMK_API int     mmk_ring_set_eventfd(mmk_ring *r, unsigned which, int efd);
  * One corner: if this process cannot issue membarrier(2) (a seccomp filter)
  * while the peer's process can, a commit racing with the first such call
  * may go unsignalled; give poll/epoll a timeout there (wait_readable and
- * wait_writable are not affected: they re-check every millisecond). */
+ * wait_writable are not affected: they re-check every millisecond). The
+ * eventfd says nothing about peer death: an event loop that must notice a
+ * killed peer calls wait_readable / wait_writable with a short timeout
+ * (1 ms will do: the check runs whenever a sleep ends by timeout) when its
+ * poll times out. */
 MMK_API int     mmk_ring_poll_prepare(mmk_ring *r, unsigned which);
 
 /* --------------------------------------------------------------- records */
