@@ -1672,22 +1672,28 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         drop_txn(h, 1);
         return rc;
     }
-    /* 3. apply to the file while readers are held off: runs of neighbouring
-     * pages whose bytes are neighbours in memory too, one pwrite each. */
+    /* 3. apply to the file while readers are held off. Only each page's
+     * changed range is written (the rest already equals the file: that was
+     * the delta's reference), so a one-slot change to a random page copies
+     * 64 bytes into the page cache, not 4 KiB. Whole pages that are
+     * neighbours in the file and in memory go in one pwrite. */
     rc = apply_lock(h);
     if (!rc) {
         rc = mark_applying(h, hd->commit_id, (const struct hp_header *)shadow_orig(h, 0));
         for (size_t i = 0; i < n && !rc;) {
-            if (h->dirty[i] == 0) { /* the header goes last */
+            if (h->dirty[i] == 0 || !e[i].len) { /* the header goes last */
                 i++;
                 continue;
             }
-            const unsigned char *src = commit_page(h, h->dirty[i]);
-            size_t j = i + 1;
-            while (j < n && h->dirty[j] == h->dirty[j - 1] + 1 &&
-                   commit_page(h, h->dirty[j]) == src + ((j - i) << HP_SHIFT))
+            const unsigned char *src = commit_page(h, h->dirty[i]) + e[i].off;
+            size_t run = e[i].len, j = i + 1;
+            while (j < n && e[j - 1].off + e[j - 1].len == HP_PAGE && e[j].off == 0 &&
+                   e[j].len && h->dirty[j] == h->dirty[j - 1] + 1 &&
+                   commit_page(h, h->dirty[j]) == src + run) {
+                run += e[j].len;
                 j++;
-            ssize_t w = wr(h->fd, src, (j - i) << HP_SHIFT, h->dirty[i] << HP_SHIFT);
+            }
+            ssize_t w = wr(h->fd, src, run, (h->dirty[i] << HP_SHIFT) + e[i].off);
             if (w < 0)
                 rc = (int)w;
             i = j;
