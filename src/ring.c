@@ -234,7 +234,9 @@ static inline size_t off_add(const mmk_ring *r, size_t off, size_t n)
 #define LIVE_BASE ((uint64_t)1 << 62) /* lock bytes: beyond any object, below OFF_T_MAX */
 #define LIVE_TRIES 8 /* bytes tried when another description write-locked ours */
 
-/* This handle's own open file description, opened on first need; -errno. */
+/* This handle's own open file description, opened on first need; -errno.
+ * It is never mapped: a mapping holds a reference to its description and
+ * would keep the lock after the descriptor is closed. */
 static int live_desc(mmk_ring *r)
 {
     int fd = atomic_load_explicit(&r->live_fd, memory_order_acquire);
