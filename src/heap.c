@@ -943,7 +943,7 @@ MMK_API int mmk_heap_open(const char *path, unsigned flags, mmk_heap **out)
     mmk_heap *h = calloc(1, sizeof *h);
     if (!h)
         return -ENOMEM;
-    h->fd = h->logfd = h->pagemap_fd = h->uffd = -1;
+    h->fd = h->logfd = h->pagemap_fd = h->uffd = h->self_pidfd = -1;
     h->wp_claim = -1;
     h->flags = flags;
     h->pid = getpid();
@@ -1261,8 +1261,9 @@ static int drop_txn(mmk_heap *h, int collected)
 static int end_committed(mmk_heap *h)
 {
     int rc = protect_back(h, 1);
-    if (mmk__hp_dirty_walk_costly(h, h->nwritten)) {
-        /* every page this handle maps (kept copies too) goes: see there */
+    int costly = mmk__hp_dirty_walk_costly(h, h->nwritten);
+    if (costly && !h->keep) {
+        /* every page this handle maps goes: see there */
         madvise(h->base, h->mapped, MADV_DONTNEED);
         h->nkept = 0;
     } else if (!h->keep) {
@@ -1279,6 +1280,14 @@ static int end_committed(mmk_heap *h)
         discard_pages(h, 1);
         mmk__hp_dirty_keep(h, h->written, nk);
         h->kept_commit = h->hdr->commit_id;
+        /* A costly walk: the pages only read go, the kept copies (what
+         * transactions write again) stay; their exact count replaces the
+         * upper bound. Dropping the copies too made every kept page a
+         * refault and a copy-on-write again. */
+        if (costly && mmk__hp_dirty_drop_clean(h)) {
+            madvise(h->base, h->mapped, MADV_DONTNEED);
+            h->nkept = 0;
+        }
     }
     mmk__hp_dirty_end(h);
     h->in_txn = 0;

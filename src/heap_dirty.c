@@ -19,6 +19,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <linux/userfaultfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -136,6 +137,72 @@ void mmk__hp_dirty_drop_kept(mmk_heap *h)
     h->nkept = 0;
 }
 
+/* MADV_DONTNEED over many ranges: one process_madvise (Linux 6.13+ takes
+ * any advice for the caller itself), else one madvise a range. */
+static int drop_ranges(mmk_heap *h, struct iovec *v, int n)
+{
+    if (h->self_pidfd == -1) {
+        int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+        h->self_pidfd = fd >= 0 ? fd : -2;
+    }
+    if (h->self_pidfd >= 0) {
+        size_t want = 0;
+        for (int i = 0; i < n; i++)
+            want += v[i].iov_len;
+        long r = syscall(SYS_process_madvise, h->self_pidfd, v, (size_t)n, MADV_DONTNEED, 0u);
+        if (r == (long)want)
+            return 0;
+        if (r < 0 && errno != EINTR && errno != EAGAIN) { /* refused here: do not ask again */
+            close(h->self_pidfd);
+            h->self_pidfd = -2;
+        }
+    }
+    for (int i = 0; i < n; i++) /* again from the start: dropping twice is harmless */
+        if (madvise(v[i].iov_base, v[i].iov_len, MADV_DONTNEED))
+            return -errno;
+    return 0;
+}
+
+int mmk__hp_dirty_drop_clean(mmk_heap *h)
+{
+    if (h->pagemap_fd < 0)
+        return -ENOTSUP;
+    enum { NV = 256 };
+    struct page_region vec[NV];
+    struct iovec iov[NV];
+    /* Page 0 stays: every begin reads the header. */
+    uint64_t start = (uint64_t)(uintptr_t)h->base + HP_PAGE;
+    uint64_t end = (uint64_t)(uintptr_t)h->base + h->mapped;
+    size_t kept = 0;
+    while (start < end) {
+        struct pm_scan_arg a = {.size = sizeof a, .start = start, .end = end,
+                                .vec = (uint64_t)(uintptr_t)vec, .vec_len = NV,
+                                .category_mask = PAGE_IS_PRESENT,
+                                .return_mask = PAGE_IS_FILE};
+        long n = ioctl(h->pagemap_fd, PAGEMAP_SCAN, &a);
+        if (n < 0)
+            return -errno;
+        int ni = 0;
+        for (long i = 0; i < n; i++) {
+            if (vec[i].categories & PAGE_IS_FILE)
+                iov[ni++] = (struct iovec){(void *)(uintptr_t)vec[i].start,
+                                           vec[i].end - vec[i].start};
+            else
+                kept += (vec[i].end - vec[i].start) >> HP_SHIFT;
+        }
+        if (ni) {
+            int rc = drop_ranges(h, iov, ni);
+            if (rc)
+                return rc;
+        }
+        if (a.walk_end <= start)
+            return -EIO;
+        start = a.walk_end;
+    }
+    h->nkept = kept;
+    return 0;
+}
+
 void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n)
 {
     if (!h->keep || !n)
@@ -159,6 +226,10 @@ void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n)
             i = j;
         }
     h->nkept += n;
+    /* nkept counts a page kept again twice: at the limit, count exactly
+     * (dropping the pages only read on the way) before dropping them all. */
+    if (!err && h->nkept > limit && mmk__hp_dirty_drop_clean(h) == 0 && h->nkept <= limit)
+        return;
     if (err || h->nkept > limit) { /* unprotected copies would look written: drop */
         h->nkept = 1;
         mmk__hp_dirty_drop_kept(h);
@@ -365,6 +436,9 @@ void mmk__hp_dirty_fini(mmk_heap *h)
         close(h->uffd);
     h->uffd = -1;
     h->keep = 0;
+    if (h->self_pidfd >= 0)
+        close(h->self_pidfd);
+    h->self_pidfd = -1;
 }
 
 static uint64_t now_ns(void)

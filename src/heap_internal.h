@@ -184,7 +184,8 @@ struct mmk_heap {
      * Saves the MADV_DONTNEED, the refault and the next copy-on-write. */
     int uffd;                 /* -1 when unused */
     int keep;
-    size_t nkept;             /* pages kept (an upper bound) */
+    size_t nkept;             /* pages kept (an upper bound; exact after drop_clean) */
+    int self_pidfd;           /* for process_madvise; -1 unopened, -2 unavailable */
     size_t keep_max;          /* drop them all above this */
     uint64_t kept_commit;     /* the commit they show */
     int keep_lost;            /* registering a grown range failed: fall back */
@@ -279,6 +280,9 @@ int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped); /* new range mapped
 void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n);
 /* Drop every kept copy (the mapping reads the file again). */
 void mmk__hp_dirty_drop_kept(mmk_heap *h);
+/* Unmap the pages the handle only read (file pages), keep the kept copies,
+ * and count those exactly (h->nkept). 0, or -errno: then drop them all. */
+int mmk__hp_dirty_drop_clean(mmk_heap *h);
 /* Between transactions: kept copies of another commit than `commit` (one
  * by another process, or a recovery) are dropped; a tracker that failed is
  * turned off. */
