@@ -73,6 +73,7 @@ int mmk__x86_load32(const void *src, uint32_t *out);
 int mmk__x86_load64(const void *src, uint64_t *out);
 int mmk__x86_store32(void *dst, uint32_t v);
 int mmk__x86_store64(void *dst, uint64_t v);
+int mmk__x86_diff(const void *a, const void *b, size_t n, size_t *range);
 void mmk__fault_fixup(void);
 void mmk__fault_fixup_avx(void);
 unsigned char mmk__x86_avx2; /* read by the copy routine: use the AVX2 loop */
@@ -149,6 +150,14 @@ int mmk__store_u64_guarded(void *dst, uint64_t v)
     return mmk__x86_store64(dst, v);
 }
 
+int mmk__diff_guarded(const void *a, const void *b, size_t n, size_t range[2])
+{
+    if (mmk__unlikely(!range_ok(a, n) || !range_ok(b, n) || (n & 15)))
+        return -EFAULT;
+    ready();
+    return mmk__x86_diff(a, b, n, range);
+}
+
 #else /* portable: sigsetjmp per call (savemask 0: no system call) */
 
 #define GUARDED(lo_, n_, body)                                                           \
@@ -215,6 +224,30 @@ int mmk__store_u32_guarded(void *dst, uint32_t v)
 int mmk__store_u64_guarded(void *dst, uint64_t v)
 {
     GUARDED(dst, 8, *(volatile uint64_t *)dst = v);
+}
+
+static void diff_words(const void *a, const void *b, size_t n, size_t range[2])
+{
+    const uint64_t *x = a;
+    const volatile uint64_t *y = b;
+    size_t lo = 0, hi = n / 8;
+    while (lo < hi && x[lo] == y[lo])
+        lo++;
+    while (hi > lo && x[hi - 1] == y[hi - 1])
+        hi--;
+    range[0] = lo < hi ? lo * 8 : n;
+    range[1] = lo < hi ? hi * 8 : n;
+}
+
+int mmk__diff_guarded(const void *a, const void *b, size_t n, size_t range[2])
+{
+    if (!range_ok(a, n) || !range_ok(b, n) || (n & 15))
+        return -EFAULT;
+    if (!n) {
+        range[0] = range[1] = 0;
+        return 0;
+    }
+    GUARDED(b, n, diff_words(a, b, n, range));
 }
 
 #endif

@@ -23,6 +23,10 @@ int mmk__load_u32_guarded(const void *src, uint32_t *out);
 int mmk__load_u64_guarded(const void *src, uint64_t *out);
 int mmk__store_u32_guarded(void *dst, uint32_t v);             /* dst may fault */
 int mmk__store_u64_guarded(void *dst, uint64_t v);
+/* Compare a with b (b may fault), n a multiple of 16: range[0] gets the
+ * offset of the first 8-byte word that differs and range[1] the end of the
+ * last one (both n when equal). 0, -EFAULT or -EIO. */
+int mmk__diff_guarded(const void *a, const void *b, size_t n, size_t range[2]);
 
 /* The error a fault of this signal and si_code becomes: -EIO for
  * BUS_MCEERR_AR/AO and BUS_OBJERR, else -EFAULT. */

@@ -262,6 +262,55 @@ mmk__x86_store64:
         ret
         .size mmk__x86_store64, .-mmk__x86_store64
 
+/* int mmk__x86_diff(const void *a, const void *b, size_t n, size_t *range):
+ * b may fault; n a multiple of 16. range[0] = offset of the first 8-byte
+ * word that differs, range[1] = the end of the last one (both n when the
+ * two are equal). 16 bytes a step from each end. */
+        .globl mmk__x86_diff
+        .hidden mmk__x86_diff
+        .type mmk__x86_diff, @function
+        .p2align 4
+mmk__x86_diff:
+        mov     %rsi, %r8
+        lea     (%rsi,%rdx), %r9
+        xor     %eax, %eax
+1:      cmp     %rdx, %rax
+        jae     6f
+        movdqu  (%rdi,%rax), %xmm0
+        movdqu  (%rsi,%rax), %xmm1
+        pcmpeqb %xmm1, %xmm0
+        pmovmskb %xmm0, %r10d
+        cmp     $0xffff, %r10d
+        jne     2f
+        add     $16, %rax
+        jmp     1b
+2:      and     $0xff, %r10d            /* the lower word equal: the upper one differs */
+        cmp     $0xff, %r10d
+        jne     3f
+        add     $8, %rax
+3:      mov     %rax, (%rcx)
+        mov     %rdx, %r11
+4:      movdqu  -16(%rdi,%r11), %xmm0   /* ends: a word differs at or after range[0] */
+        movdqu  -16(%rsi,%r11), %xmm1
+        pcmpeqb %xmm1, %xmm0
+        pmovmskb %xmm0, %r10d
+        cmp     $0xffff, %r10d
+        jne     5f
+        sub     $16, %r11
+        jmp     4b
+5:      shr     $8, %r10d               /* the upper word equal: the lower one differs */
+        cmp     $0xff, %r10d
+        jne     7f
+        sub     $8, %r11
+7:      mov     %r11, 8(%rcx)
+        xor     %eax, %eax
+        ret
+6:      mov     %rdx, (%rcx)
+        mov     %rdx, 8(%rcx)
+        xor     %eax, %eax
+        ret
+        .size mmk__x86_diff, .-mmk__x86_diff
+
         .globl mmk__fault_text_end
         .hidden mmk__fault_text_end
 mmk__fault_text_end:

@@ -1471,6 +1471,82 @@ static void drop_shadows(mmk_heap *h)
     h->nshadow = 0;
 }
 
+/* The record entry of page dirty[q] from its changed words [lo, hi) (in
+ * 8-byte words): nearly all of it logs the whole page. A data page's
+ * checksum (data = 1) goes into its table slot here; a checksum page's slot
+ * was filled bottom-up before. */
+static void set_delta(mmk_heap *h, struct hp_ent *e, size_t q, size_t lo, size_t hi, int data,
+                      uint32_t z)
+{
+    if ((hi - lo) * 8 > HP_PAGE - 512) {
+        lo = 0;
+        hi = HP_PAGE / 8;
+    }
+    uint64_t pg = h->dirty[q];
+    const unsigned char *a = commit_page(h, pg);
+    e[q] = (struct hp_ent){.page = pg, .off = (uint32_t)(lo * 8), .len = (uint32_t)((hi - lo) * 8)};
+    uint32_t full = 0;
+    if (data) {
+        full = mmk__crc32c(0, a, HP_PAGE);
+        *commit_csum_slot(h, pg) = full ^ z;
+    } else if (pg != hp_meta_start(hp_group(pg))) {
+        full = *commit_csum_slot(h, pg) ^ z;
+    }
+    e[q].crc = e[q].len == HP_PAGE && (data || pg != hp_meta_start(hp_group(pg)))
+                   ? full
+                   : mmk__crc32c(0, a + e[q].off, e[q].len);
+}
+
+static void diff_plain(const uint64_t *a, const uint64_t *o, size_t *lo, size_t *hi)
+{
+    size_t l = 0, r = HP_PAGE / 8;
+    while (l < r && a[l] == o[l])
+        l++;
+    while (r > l && a[r - 1] == o[r - 1])
+        r--;
+    *lo = l;
+    *hi = r;
+}
+
+/* Entries for dirty[i] (and, when it is read from the file, its neighbours
+ * of the same kind up to *j on return): compared with the file's bytes,
+ * from the page's shadow, else the clean view (a guarded compare: no copy,
+ * no system call), else one pread for a run of neighbours. */
+static int page_deltas(mmk_heap *h, struct hp_ent *e, size_t i, size_t *j, int data, uint32_t z)
+{
+    size_t n = h->ndirty, lo, hi;
+    uint64_t p = h->dirty[i];
+    const unsigned char *so = shadow_orig(h, p);
+    *j = i + 1;
+    if (so) {
+        diff_plain((const uint64_t *)commit_page(h, p), (const uint64_t *)so, &lo, &hi);
+        set_delta(h, e, i, lo, hi, data, z);
+        return 0;
+    }
+    size_t rg[2];
+    if (h->clean && (p + 1) << HP_SHIFT <= h->clean_mapped &&
+        mmk__diff_guarded(commit_page(h, p), h->clean + (p << HP_SHIFT), HP_PAGE, rg) == 0) {
+        set_delta(h, e, i, rg[0] / 8, rg[1] / 8, data, z);
+        return 0;
+    }
+    size_t k = i + 1;
+    while (k < n && k - i < ORIG_PAGES && h->dirty[k] == h->dirty[k - 1] + 1 &&
+           !!is_csum_page(h->dirty[k]) == !data && !shadow_orig(h, h->dirty[k]))
+        k++;
+    ssize_t got = IO->pread(h->fd, h->orig, (k - i) << HP_SHIFT, p << HP_SHIFT);
+    if (got < 0)
+        return (int)got;
+    if ((size_t)got < ((k - i) << HP_SHIFT)) /* beyond the end: zeros */
+        memset(h->orig + got, 0, ((k - i) << HP_SHIFT) - (size_t)got);
+    for (size_t q = i; q < k; q++) {
+        diff_plain((const uint64_t *)commit_page(h, h->dirty[q]),
+                   (const uint64_t *)(h->orig + ((q - i) << HP_SHIFT)), &lo, &hi);
+        set_delta(h, e, q, lo, hi, data, z);
+    }
+    *j = k;
+    return 0;
+}
+
 MMK_API int mmk_heap_commit(mmk_heap *h)
 {
     int rc = usable(h);
@@ -1557,15 +1633,31 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
         return rc;
     }
     hd = (struct hp_header *)commit_page(h, 0);
-    /* Checksums bottom-up: data pages, then checksum pages >= 1, then each
-     * group's checksum page 0 (which holds its own entry); header last. */
-    for (int pass = 0; pass < 3; pass++) {
+    /* The record logs only the changed byte range of each page (compared
+     * with the file, which holds the last commit): a one-word change logs
+     * a few bytes, so a small commit is one disk block. Checksums go
+     * bottom-up: data pages, then checksum pages >= 1, then each group's
+     * checksum page 0 (which holds its own entry); header last. A data
+     * page is compared and checksummed in one go, while it is in cache. */
+    struct hp_rec *r = h->scratch;
+    struct hp_ent *e = (struct hp_ent *)(r + 1);
+    e[0] = (struct hp_ent){.page = 0, .off = 0, .len = sizeof *hd};
+    for (size_t i = 1; i < n && !rc;) {
+        if (is_csum_page(h->dirty[i])) {
+            i++;
+            continue;
+        }
+        size_t j = i + 1;
+        rc = page_deltas(h, e, i, &j, 1, z);
+        i = j;
+    }
+    for (int pass = 1; pass < 3 && !rc; pass++) {
         for (size_t i = 0; i < n; i++) {
             uint64_t p = h->dirty[i];
-            if (p == 0)
+            if (p == 0 || !is_csum_page(p))
                 continue;
-            int cs = is_csum_page(p), c0 = p == hp_meta_start(hp_group(p));
-            if ((pass == 0 && cs) || (pass == 1 && (!cs || c0)) || (pass == 2 && !c0))
+            int c0 = p == hp_meta_start(hp_group(p));
+            if ((pass == 1 && c0) || (pass == 2 && !c0))
                 continue;
             uint32_t *slot = commit_csum_slot(h, p);
             if (pass == 2)
@@ -1573,66 +1665,27 @@ MMK_API int mmk_heap_commit(mmk_heap *h)
             *slot = mmk__crc32c(0, commit_page(h, p), HP_PAGE) ^ z;
         }
     }
-    /* The record logs only the changed byte range of each page (compared
-     * with the file, which holds the last commit): a one-word change logs
-     * a few bytes, so a small commit is one disk block. */
-    struct hp_rec *r = h->scratch;
-    struct hp_ent *e = (struct hp_ent *)(r + 1);
+    for (size_t i = 1; i < n && !rc; i++) {
+        if (!is_csum_page(h->dirty[i]))
+            continue;
+        size_t j = i + 1;
+        rc = page_deltas(h, e, i, &j, 0, z);
+        i = j - 1;
+    }
+    /* the changed bytes, in page order; whole neighbouring pages in one vector */
     struct iovec *vec = h->iov;
     int cnt = 2; /* [0] meta block, [1] the header's bytes */
     uint64_t dlen = sizeof *hd;
-    e[0] = (struct hp_ent){.page = 0, .off = 0, .len = sizeof *hd};
-    for (size_t i = 1; i < n && !rc;) {
-        /* a shadowed page alone (its reference is in memory), else a run
-         * of neighbouring pages read from the file in one pread */
-        const unsigned char *so = shadow_orig(h, h->dirty[i]);
-        size_t j = i + 1;
-        while (!so && j < n && j - i < ORIG_PAGES && h->dirty[j] == h->dirty[j - 1] + 1 &&
-               !shadow_orig(h, h->dirty[j]))
-            j++;
-        if (!so && h->clean && (h->dirty[j - 1] + 1) << HP_SHIFT <= h->clean_mapped &&
-            mmk__copy_guarded(h->orig, h->clean + (h->dirty[i] << HP_SHIFT),
-                              (j - i) << HP_SHIFT) == 0) {
-            /* the page cache through the clean view: no system call, and
-             * after the first time no fault either (a fault: pread below) */
-        } else if (!so) {
-            ssize_t got = IO->pread(h->fd, h->orig, (j - i) << HP_SHIFT, h->dirty[i] << HP_SHIFT);
-            if (got < 0) {
-                rc = (int)got;
-                break;
-            }
-            if ((size_t)got < ((j - i) << HP_SHIFT)) /* beyond the end: zeros */
-                memset(h->orig + got, 0, ((j - i) << HP_SHIFT) - (size_t)got);
-        }
-        for (size_t q = i; q < j; q++) {
-            const uint64_t *a = (const uint64_t *)commit_page(h, h->dirty[q]);
-            const uint64_t *o = so ? (const uint64_t *)so
-                                   : (const uint64_t *)(h->orig + ((q - i) << HP_SHIFT));
-            uint32_t lo = 0, hi = HP_PAGE / 8;
-            while (lo < hi && a[lo] == o[lo])
-                lo++;
-            while (hi > lo && a[hi - 1] == o[hi - 1])
-                hi--;
-            if ((hi - lo) * 8 > HP_PAGE - 512) { /* nearly all: the whole page */
-                lo = 0;
-                hi = HP_PAGE / 8;
-            }
-            uint64_t pg = h->dirty[q];
-            e[q] = (struct hp_ent){.page = pg, .off = lo * 8, .len = (hi - lo) * 8};
-            if (e[q].len == HP_PAGE && pg != hp_meta_start(hp_group(pg)))
-                e[q].crc = *commit_csum_slot(h, pg) ^ z; /* computed above for the table */
-            else
-                e[q].crc = mmk__crc32c(0, a + lo, e[q].len);
-            dlen += e[q].len;
-            if (!e[q].len)
-                continue;
-            struct iovec *last = &vec[cnt - 1];
-            if (cnt > 2 && (char *)last->iov_base + last->iov_len == (char *)(a + lo))
-                last->iov_len += e[q].len; /* whole neighbouring pages: one vector */
-            else
-                vec[cnt++] = (struct iovec){(void *)(a + lo), e[q].len};
-        }
-        i = j;
+    for (size_t q = 1; q < n && !rc; q++) {
+        dlen += e[q].len;
+        if (!e[q].len)
+            continue;
+        const unsigned char *a = commit_page(h, h->dirty[q]) + e[q].off;
+        struct iovec *last = &vec[cnt - 1];
+        if (cnt > 2 && (const unsigned char *)last->iov_base + last->iov_len == a)
+            last->iov_len += e[q].len;
+        else
+            vec[cnt++] = (struct iovec){(void *)a, e[q].len};
     }
     if (rc) {
         drop_shadows(h);
