@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include <mmkit/map.h>
+#include "heap_internal.h" /* mp: the mapping's base and size */
 #include "internal.h"
 
 #define MAP_MAGIC 0x31504d414d4b4d4dull /* "MMKMAMP1" */
@@ -177,18 +178,15 @@ static void hdr_seal(struct mhdr *m)
 /* ------------------------------------------------------------ trust */
 
 /* Pointer to len bytes at ref, or NULL when any of them lies outside the
- * heap (or ref is 0 or misaligned). The heap maps one contiguous range, so
- * checking both ends checks the span. */
+ * heap's mapping (or ref is 0 or misaligned): the same test as
+ * mmk_heap_ptr on both ends, inline (a get checks four or five refs). The
+ * mapped size is read each time: allocations inside a transaction grow it. */
 static inline void *mp(const mmk_heap *h, uint64_t ref, uint64_t len)
 {
-    if (!ref || (ref & 7) || ref > UINT64_MAX - len)
+    uint64_t lim = h->mapped;
+    if (!ref || (ref & 7) || ref >= lim || (len > 1 && len - 1 >= lim - ref))
         return NULL;
-    char *p = mmk_heap_ptr(h, ref);
-    if (!p)
-        return NULL;
-    if (len > 1 && (char *)mmk_heap_ptr(h, ref + len - 1) != p + (len - 1))
-        return NULL;
-    return p;
+    return h->base + ref;
 }
 
 static inline uint32_t ent_hdr(uint64_t klen, uint64_t vlen)
@@ -295,8 +293,8 @@ static inline struct mbucket *chain_next(const struct mctx *c, struct mbucket *b
     return nx;
 }
 
-/* Load and validate the header and directory. */
-static int load(mmk_heap *h, mmk_ref map, struct mctx *c)
+/* Load and validate the header (all but its checksum) and the directory. */
+static inline int load_head(mmk_heap *h, mmk_ref map, struct mctx *c)
 {
     if (!h || !map)
         return -EINVAL;
@@ -305,8 +303,6 @@ static int load(mmk_heap *h, mmk_ref map, struct mctx *c)
         return MMK_ECORRUPT;
     if (m->version != MAP_VERSION || m->hdr_size != sizeof *m)
         return MMK_EFORMAT;
-    if (m->sum != hdr_sum(m))
-        return MMK_ECORRUPT;
     uint64_t n = m->n;
     if (n < N0 || n > MAX_N || (n & (n - 1)) || m->split >= n)
         return MMK_ECORRUPT;
@@ -323,6 +319,15 @@ static int load(mmk_heap *h, mmk_ref map, struct mctx *c)
     return 0;
 }
 
+/* Load and validate the header, its checksum included, and the directory. */
+static int load(mmk_heap *h, mmk_ref map, struct mctx *c)
+{
+    int rc = load_head(h, map, c);
+    if (!rc && c->m->sum != hdr_sum(c->m))
+        rc = MMK_ECORRUPT;
+    return rc;
+}
+
 static inline struct mbucket *bucket_at(const struct mctx *c, uint64_t b)
 {
     struct mbucket *seg = mp(c->h, c->dir[b / SEG_B], SEG_BYTES);
@@ -331,10 +336,9 @@ static inline struct mbucket *bucket_at(const struct mctx *c, uint64_t b)
 
 static inline uint64_t bucket_of(const struct mhdr *m, uint64_t hash)
 {
-    uint64_t b = hash & (m->n - 1);
-    if (b < m->split)
-        b = hash & (2 * m->n - 1);
-    return b;
+    /* No branch: which side of `split` a key falls on is a coin toss. */
+    uint64_t b = hash & (m->n - 1), b2 = hash & (2 * m->n - 1);
+    return b < m->split ? b2 : b;
 }
 
 /* ------------------------------------------------------------ lookup */
@@ -413,18 +417,133 @@ static int lookup(mmk_heap *h, mmk_ref map, const void *key, size_t klen, struct
     return rc < 0 ? rc : rc ? 0 : -ENOENT;
 }
 
+/* Keys equal (the common 8 to 16 bytes without a call). */
+static inline bool key_eq(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    if (n >= 8 && n <= 16)
+        return !((le64(a) ^ le64(b)) | (le64(a + n - 8) ^ le64(b + n - 8)));
+    return !n || !memcmp(a, b, n);
+}
+
+/* The slots of node b that a walk looks at (those before the first empty
+ * one) and whose tag is the hash's, as a bit mask: slot i is bit
+ * i << SCAN_SHIFT. *full: no empty slot (the chain may go on). */
+#ifdef __SSE2__
+#include <emmintrin.h>
+#define SCAN_SHIFT 3
+static inline uint64_t slot_scan(const struct mbucket *b, uint64_t hash, bool *full)
+{
+    /* Slot i is bytes 8i..8i+7; its tag the 16-bit word 3 of those. */
+    const __m128i *v = (const __m128i *)b;
+    __m128i t = _mm_set1_epi16((short)(hash >> REF_BITS)), z = _mm_setzero_si128();
+    uint64_t tm = 0, zm = 0;
+    for (int k = 0; k < 4; k++) {
+        __m128i x = _mm_loadu_si128(v + k);
+        tm |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi16(x, t)) << 16 * k;
+        zm |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi32(x, z)) << 16 * k;
+    }
+    const uint64_t top = 0x0080808080808080ull; /* bit 8i+7 of slots 0..6 */
+    uint64_t empty = (zm & zm << 4 & top) | 1ull << 63; /* both halves zero */
+    uint64_t first = (uint64_t)__builtin_ctzll(empty);
+    *full = first == 63;
+    return tm & top & ((1ull << first) - 1);
+}
+#else
+#define SCAN_SHIFT 0
+static inline uint64_t slot_scan(const struct mbucket *b, uint64_t hash, bool *full)
+{
+    uint64_t tm = 0, empty = 1ull << SLOTS;
+    for (int i = 0; i < SLOTS; i++) {
+        uint64_t s = b->slot[i];
+        tm |= (uint64_t)(s >> REF_BITS == hash >> REF_BITS) << i;
+        empty |= (uint64_t)(s == 0) << i;
+    }
+    uint64_t first = (uint64_t)__builtin_ctzll(empty);
+    *full = first == SLOTS;
+    return tm & ((1ull << first) - 1);
+}
+#endif
+
+/* A get's common case, with no branch that depends on where the key sits:
+ * the tags of the chain's first node are matched all at once and the first
+ * candidate's entry read at once. A hit then takes the same branches for
+ * every key, so the processor predicts them and can start the next get's
+ * loads while this one's cache misses (bucket line, entry) are in flight;
+ * a branchy slot loop mispredicts on most gets and throws that work away.
+ * Same checks in the same order as find(). 1 found (*v, *vl: the value),
+ * -ENOENT (the chain ends in this node), 0 undecided (overflow node,
+ * long-form entry: run find), MMK_ECORRUPT. */
+static inline int find_head(const struct mctx *c, const struct mbucket *b, uint64_t hash,
+                            const void *key, size_t klen, const void **v, size_t *vl)
+{
+    bool full;
+    uint64_t hit = slot_scan(b, hash, &full);
+    while (hit) {
+        uint64_t s = b->slot[__builtin_ctzll(hit) >> SCAN_SHIFT];
+        hit &= hit - 1;
+        const uint32_t *p = mp(c->h, slot_ref(s), 8);
+        if (!p)
+            return MMK_ECORRUPT;
+        if (p[1] & LONG_FORM)
+            return 0;
+        if (p[0] != (uint32_t)hash || p[1] >> 24 != klen)
+            continue;
+        /* As ent_whole: the key, its padding and the value in bounds. */
+        uint64_t koff = 8 + ((klen + 7) & ~7ull), vlen = p[1] & SHORT_VMAX;
+        if (!mp(c->h, slot_ref(s), koff + vlen))
+            return MMK_ECORRUPT;
+        if (!key_eq((const uint8_t *)p + 8, key, klen))
+            continue;
+        *v = (const uint8_t *)p + koff;
+        *vl = vlen;
+        return 1;
+    }
+    return full ? 0 : -ENOENT;
+}
+
+/* The rest of a get: overflow nodes, long-form entries. Out of line, so
+ * that the common path stays small. */
+static __attribute__((noinline)) int get_slow(const struct mctx *c, uint64_t hash,
+                                              const void *key, size_t klen, const void **v,
+                                              size_t *vl)
+{
+    struct pos ps;
+    int rc = find(c, hash, key, klen, &ps);
+    if (rc <= 0)
+        return rc < 0 ? rc : -ENOENT;
+    *v = ent_val(&ps.e);
+    *vl = ps.e.vlen;
+    return 1;
+}
+
 int mmk_map_get(mmk_heap *h, mmk_ref map, const void *key, size_t klen, const void **val,
                 size_t *vlen)
 {
     struct mctx c;
-    struct pos ps;
-    int rc = lookup(h, map, key, klen, &c, &ps);
-    if (rc)
+    int rc = check_args(h, map, key, klen);
+    if (rc || (rc = load_head(h, map, &c)))
+        return rc;
+    uint64_t hash = key_hash(c.m, key, klen);
+    struct mbucket *b = bucket_at(&c, bucket_of(c.m, hash));
+    if (!b)
+        return MMK_ECORRUPT;
+    /* The bucket line is a cache (and TLB) miss: start it now, and check
+     * the header's checksum while it comes. A prefetch retires at once, so
+     * the processor keeps taking in instructions meanwhile. */
+    __builtin_prefetch(b);
+    if (c.m->sum != hdr_sum(c.m))
+        return MMK_ECORRUPT;
+    const void *v;
+    size_t vl;
+    rc = find_head(&c, b, hash, key, klen, &v, &vl);
+    if (!rc)
+        rc = get_slow(&c, hash, key, klen, &v, &vl);
+    if (rc < 0)
         return rc;
     if (val)
-        *val = ent_val(&ps.e);
+        *val = v;
     if (vlen)
-        *vlen = ps.e.vlen;
+        *vlen = vl;
     return 0;
 }
 
