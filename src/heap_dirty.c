@@ -503,9 +503,12 @@ uint64_t mmk__hp_now_ns(void)
 
 /* New pages are mapped like the rest (read-only for wp); the userfaultfd
  * must learn of the new range. */
+int mmk__hp_test_fail_register;
+
 int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped)
 {
-    int rc = uffd_register(h, old_mapped, h->mapped);
+    int rc = mmk__hp_test_fail_register && h->uffd >= 0 ? -ENOMEM
+                                                        : uffd_register(h, old_mapped, h->mapped);
     if (rc)
         h->keep_lost = 1; /* collect scans for private pages instead (kept ones too) */
     return rc;
