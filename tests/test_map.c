@@ -504,6 +504,142 @@ static void test_damage(void)
     }
 }
 
+/* ---- the get's fast path (tags of a bucket's first node matched at once):
+ * keys whose tag is 0 (as an empty slot's), keys sharing a bucket and a tag,
+ * a full first node with the key in an overflow node, every key length up
+ * to 40 against keys one byte off. */
+static uint64_t h13(const struct t_hdr *hd, uint64_t k)
+{
+    return mmk__map_siphash(hd->k0, hd->k1, &k, sizeof k, 1, 3);
+}
+
+static void test_fast_path(void)
+{
+    fresh();
+    mmk_heap *h = open_heap(0);
+    mmk_ref m;
+    CHECK_OK(mmk_heap_begin(h));
+    CHECK_OK(mmk_map_create(h, &m));
+    const struct t_hdr *hd = mmk_heap_ptr(h, m);
+    CHECK_EQ(hd->n, 8u); /* a fresh map: 8 buckets, no split below 32 entries */
+    /* Keys (8-byte integers) by what their hash does in an 8-bucket map. */
+    uint64_t zero[3], nz = 0;      /* tag 0 */
+    uint64_t pair[2] = {0, 0};     /* bucket 3, the same tag */
+    uint64_t b3[12], nb3 = 0;      /* bucket 3, tags unlike the pair's and not 0 */
+    static uint64_t first_of_tag[65536];
+    memset(first_of_tag, 0xff, sizeof first_of_tag);
+    for (uint64_t k = 0; k < (1ull << 26) && (nz < 3 || !pair[1] || nb3 < 12); k++) {
+        uint64_t x = h13(hd, k), tag = x >> 48;
+        if (!tag && nz < 3)
+            zero[nz++] = k;
+        if ((x & 7) != 3 || !tag)
+            continue;
+        if (!pair[1] && first_of_tag[tag] != UINT64_MAX) {
+            pair[0] = first_of_tag[tag];
+            pair[1] = k;
+        } else if (first_of_tag[tag] == UINT64_MAX) {
+            first_of_tag[tag] = k;
+        }
+        if (nb3 < 12 && k > 0 && k != pair[0] && k != pair[1])
+            b3[nb3++] = k;
+    }
+    CHECK(nz == 3 && pair[1] && nb3 == 12);
+    uint64_t ptag = h13(hd, pair[0]) >> 48;
+    nb3 = 0;
+    for (int i = 0; i < 12; i++) /* drop pair-tag look-alikes */
+        if (h13(hd, b3[i]) >> 48 != ptag && b3[i] != pair[0] && b3[i] != pair[1])
+            b3[nb3++] = b3[i];
+    CHECK(nb3 >= 9);
+
+    /* Bucket 3: pair[0] first, then 6 others (the first node is full), then
+     * pair[1] and two more in the overflow node. */
+    CHECK_OK(mmk_map_put(h, m, &pair[0], 8, &pair[0], 8));
+    for (int i = 0; i < 6; i++)
+        CHECK_OK(mmk_map_put(h, m, &b3[i], 8, &b3[i], 8));
+    CHECK_OK(mmk_map_put(h, m, &pair[1], 8, &pair[1], 8));
+    CHECK_OK(mmk_map_put(h, m, &b3[6], 8, &b3[6], 8));
+    CHECK_OK(mmk_map_put(h, m, &b3[7], 8, &b3[7], 8));
+    /* Tag 0: two present, one absent. */
+    CHECK_OK(mmk_map_put(h, m, &zero[0], 8, &zero[0], 8));
+    CHECK_OK(mmk_map_put(h, m, &zero[1], 8, &zero[1], 8));
+    CHECK_EQ(hd->n, 8u);
+    CHECK_EQ(hd->split, 0u);
+    struct mmk_map_stats st;
+    CHECK_OK(mmk_map_stats(h, m, &st));
+    CHECK(st.overflow >= 1);
+    CHECK_OK(mmk_map_check(h, m));
+    const uint64_t present[] = {pair[0], pair[1], b3[0], b3[5], b3[6], b3[7], zero[0], zero[1]};
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < sizeof present / sizeof present[0]; i++) {
+            const void *v;
+            size_t vl;
+            CHECK_OK(mmk_map_get(h, m, &present[i], 8, &v, &vl));
+            CHECK(vl == 8 && !memcmp(v, &present[i], 8));
+            CHECK_OK(mmk_map_get(h, m, &present[i], 8, NULL, NULL));
+        }
+        /* Absent: tag 0 (would match an empty slot), the full bucket's. */
+        CHECK_EQ(mmk_map_get(h, m, &zero[2], 8, NULL, NULL), -ENOENT);
+        CHECK_EQ(mmk_map_get(h, m, &b3[8], 8, NULL, NULL), -ENOENT);
+        /* The same from a read view of the commit. */
+        if (round == 0) {
+            CHECK_OK(mmk_heap_commit(h));
+            CHECK_OK(mmk_heap_read_begin(h));
+        }
+    }
+    mmk_heap_read_end(h);
+
+    /* Key lengths 0..40: a key one byte off (or one byte shorter or
+     * longer) is another key. */
+    CHECK_OK(mmk_heap_begin(h));
+    mmk_ref m2;
+    CHECK_OK(mmk_map_create(h, &m2));
+    uint8_t key[41], probe[41];
+    for (int len = 0; len <= 40; len += 2) {
+        for (int i = 0; i < len; i++)
+            key[i] = (uint8_t)(len * 7 + i);
+        CHECK_OK(mmk_map_put(h, m2, key, (size_t)len, &len, sizeof len));
+    }
+    for (int len = 0; len <= 40; len += 2) {
+        for (int i = 0; i <= len; i++)
+            key[i] = (uint8_t)(len * 7 + i);
+        const void *v;
+        size_t vl;
+        CHECK_OK(mmk_map_get(h, m2, key, (size_t)len, &v, &vl));
+        CHECK(vl == sizeof len && !memcmp(v, &len, sizeof len));
+        CHECK_EQ(mmk_map_get(h, m2, key, (size_t)len + 1, NULL, NULL), -ENOENT);
+        for (int j = 0; j < len; j++) {
+            memcpy(probe, key, (size_t)len);
+            probe[j] ^= 0x40;
+            CHECK_EQ(mmk_map_get(h, m2, probe, (size_t)len, NULL, NULL), -ENOENT);
+        }
+    }
+    CHECK_OK(mmk_map_check(h, m2));
+    /* Hashes of keys one byte off differ, so the lines above never compare
+     * keys: change the stored key instead (its hash stays), one byte at a
+     * time; the key asked for is then not in the map. */
+    mmk_map_iter it;
+    const void *k;
+    size_t kl;
+    int rc, seen = 0;
+    CHECK_OK(mmk_map_iter_init(h, m2, &it));
+    while ((rc = mmk_map_iter_next(&it, &k, &kl, NULL, NULL)) == 1) {
+        uint8_t *stored = (uint8_t *)k;
+        memcpy(probe, stored, kl);
+        for (size_t j = 0; j < kl; j++) {
+            stored[j] ^= 0x40;
+            CHECK_EQ(mmk_map_get(h, m2, probe, kl, NULL, NULL), -ENOENT);
+            stored[j] ^= 0x40;
+            CHECK_OK(mmk_map_get(h, m2, probe, kl, NULL, NULL));
+        }
+        seen++;
+    }
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(seen, 21);
+    CHECK_OK(mmk_map_check(h, m2));
+    CHECK_OK(mmk_heap_commit(h));
+    mmk_heap_close(h);
+}
+
 int main(void)
 {
     snprintf(path, sizeof path, "%s/map.heap", test_tmpdir());
@@ -512,6 +648,7 @@ int main(void)
     test_iter();
     test_seed();
     test_damage();
+    test_fast_path();
     test_large();
     test_growth();
     rm_rf(test_tmpdir());
