@@ -30,6 +30,7 @@
  * inside the heap with its whole length (mp), the header carries a
  * checksum, overflow chains are walked with Brent's cycle detection. */
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -545,6 +546,79 @@ int mmk_map_get(mmk_heap *h, mmk_ref map, const void *key, size_t klen, const vo
     if (vlen)
         *vlen = vl;
     return 0;
+}
+
+/* Keys a batch takes through each stage: enough misses in flight to cover
+ * the memory latency, few enough that the lines stay in L1. */
+#define GROUP 16
+
+int mmk_map_get_many(mmk_heap *h, mmk_ref map, size_t n, const void *const keys[],
+                     const size_t klens[], const void *vals[], size_t vlens[], int rcs[])
+{
+    if (!h || !map || n > INT_MAX || (n && (!keys || !klens || !rcs)))
+        return -EINVAL;
+    struct mctx c;
+    int rc = load(h, map, &c);
+    if (rc)
+        return rc;
+    int found = 0;
+    for (size_t g = 0; g < n; g += GROUP) {
+        size_t cnt = n - g < GROUP ? n - g : GROUP;
+        uint64_t hash[GROUP];
+        const struct mbucket *b[GROUP];
+        /* Stage 1: hash every key, start its bucket line. */
+        for (size_t i = 0; i < cnt; i++) {
+            size_t j = g + i;
+            b[i] = NULL;
+            hash[i] = 0;
+            if (vals)
+                vals[j] = NULL;
+            if (vlens)
+                vlens[j] = 0;
+            rcs[j] = !keys[j] && klens[j] ? -EINVAL : klens[j] > MMK_MAP_MAX_LEN ? -E2BIG : 0;
+            if (rcs[j])
+                continue;
+            hash[i] = key_hash(c.m, keys[j], klens[j]);
+            b[i] = bucket_at(&c, bucket_of(c.m, hash[i]));
+            if (!b[i])
+                rcs[j] = MMK_ECORRUPT;
+            else
+                __builtin_prefetch(b[i]);
+        }
+        /* Stage 2: start the entry line of each key's first candidate. */
+        for (size_t i = 0; i < cnt; i++) {
+            if (!b[i])
+                continue;
+            bool full;
+            uint64_t hit = slot_scan(b[i], hash[i], &full);
+            if (hit) {
+                const void *p =
+                    mp(h, slot_ref(b[i]->slot[__builtin_ctzll(hit) >> SCAN_SHIFT]), 8);
+                if (p)
+                    __builtin_prefetch(p);
+            }
+        }
+        /* Stage 3: the lookups proper, on lines now in the cache. */
+        for (size_t i = 0; i < cnt; i++) {
+            size_t j = g + i;
+            if (!b[i])
+                continue;
+            const void *v;
+            size_t vl;
+            rc = find_head(&c, b[i], hash[i], keys[j], klens[j], &v, &vl);
+            if (!rc)
+                rc = get_slow(&c, hash[i], keys[j], klens[j], &v, &vl);
+            rcs[j] = rc < 0 ? rc : 0;
+            if (rc == 1) {
+                found++;
+                if (vals)
+                    vals[j] = v;
+                if (vlens)
+                    vlens[j] = vl;
+            }
+        }
+    }
+    return found;
 }
 
 uint64_t mmk_map_count(mmk_heap *h, mmk_ref map)

@@ -417,6 +417,45 @@ static uint64_t *first_bucket_with(mmk_heap *h, mmk_ref m, int min_slots)
     return NULL;
 }
 
+
+/* mmk_map_get_many over keys 0..n-1 (ints) and some absent ones agrees with
+ * mmk_map_get key by key (a damaged map: the same errors). */
+static void check_many(mmk_heap *h, mmk_ref m, int n)
+{
+    enum { MAXK = 1100 };
+    static int ks[MAXK];
+    static const void *keys[MAXK], *vals[MAXK];
+    static size_t klens[MAXK], vlens[MAXK];
+    static int rcs[MAXK];
+    size_t cnt = 0;
+    for (int i = -37; i < n + 60 && cnt < MAXK; i += 1 + (i & 1)) {
+        ks[cnt] = i;
+        keys[cnt] = &ks[cnt];
+        klens[cnt] = sizeof(int);
+        cnt++;
+    }
+    int rc = mmk_map_get_many(h, m, cnt, keys, klens, vals, vlens, rcs);
+    int found = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        const void *v;
+        size_t vl;
+        int r1 = mmk_map_get(h, m, keys[i], klens[i], &v, &vl);
+        if (rc < 0) {
+            CHECK_EQ(r1, rc);
+            continue;
+        }
+        CHECK_EQ(rcs[i], r1);
+        if (r1 == 0) {
+            CHECK(vals[i] == v && vlens[i] == vl);
+            found++;
+        } else {
+            CHECK(vals[i] == NULL && vlens[i] == 0);
+        }
+    }
+    if (rc >= 0)
+        CHECK_EQ(rc, found);
+}
+
 /* Every read entry point must fail cleanly (or return valid data). */
 static void expect_corrupt(mmk_heap *h, mmk_ref m, int n)
 {
@@ -434,6 +473,7 @@ static void expect_corrupt(mmk_heap *h, mmk_ref m, int n)
             CHECK(vl == sizeof i && !memcmp(v, &i, sizeof i));
         bad += rc != 0;
     }
+    check_many(h, m, n);
     mmk_map_iter it;
     int rc = mmk_map_iter_init(h, m, &it);
     long steps = 0;
@@ -640,6 +680,82 @@ static void test_fast_path(void)
     mmk_heap_close(h);
 }
 
+/* ---- mmk_map_get_many: batches of any size, present and absent keys,
+ * bad keys, optional outputs, a read view, a map-level error. */
+static void test_get_many(void)
+{
+    fresh();
+    mmk_heap *h = open_heap(0);
+    mmk_ref m;
+    CHECK_OK(mmk_heap_begin(h));
+    CHECK_OK(mmk_map_create(h, &m));
+    enum { N = 3000 };
+    for (int i = 0; i < N; i++) { /* a long-form entry now and then */
+        size_t kl = i % 500 == 7 ? 200 : sizeof i;
+        uint8_t kb[200] = {0};
+        memcpy(kb, &i, sizeof i);
+        CHECK_OK(mmk_map_put(h, m, kb, kl, &i, sizeof i));
+    }
+    CHECK_EQ(mmk_map_get_many(h, m, 0, NULL, NULL, NULL, NULL, NULL), 0);
+    CHECK_EQ(mmk_map_get_many(NULL, m, 1, NULL, NULL, NULL, NULL, NULL), -EINVAL);
+    CHECK_EQ(mmk_map_get_many(h, 0, 0, NULL, NULL, NULL, NULL, NULL), -EINVAL);
+    const void *k1[1] = {"x"};
+    size_t kl1[1] = {1};
+    int rc1[1];
+    CHECK_EQ(mmk_map_get_many(h, m, 1, NULL, kl1, NULL, NULL, rc1), -EINVAL);
+    CHECK_EQ(mmk_map_get_many(h, m, 1, k1, kl1, NULL, NULL, NULL), -EINVAL);
+    CHECK_EQ(mmk_map_get_many(h, m + 8, 1, k1, kl1, NULL, NULL, rc1), MMK_ECORRUPT);
+    for (int view = 0; view < 2; view++) {
+        check_many(h, m, N);
+        /* Odd sizes (a group of 16 and a part), bad keys in the middle. */
+        static int ks[40];
+        static uint8_t lk[40][200];
+        const void *keys[40], *vals[40];
+        size_t klens[40], vlens[40];
+        int rcs[40];
+        for (size_t cnt = 1; cnt <= 40; cnt += 13) {
+            int want = 0;
+            for (size_t i = 0; i < cnt; i++) {
+                ks[i] = (int)(i * 211 % (2 * N)) - 100;
+                memset(lk[i], 0, sizeof lk[i]);
+                memcpy(lk[i], &ks[i], sizeof ks[i]);
+                int lng = ks[i] >= 0 && ks[i] % 500 == 7;
+                keys[i] = lk[i];
+                klens[i] = lng ? 200 : sizeof(int);
+                want += ks[i] >= 0 && ks[i] < N;
+            }
+            if (cnt > 5) {
+                keys[3] = NULL; /* -EINVAL for this key only */
+                want -= ks[3] >= 0 && ks[3] < N;
+                klens[4] = (size_t)MMK_MAP_MAX_LEN + 1; /* -E2BIG */
+                want -= ks[4] >= 0 && ks[4] < N;
+            }
+            CHECK_EQ(mmk_map_get_many(h, m, cnt, keys, klens, vals, vlens, rcs), want);
+            for (size_t i = 0; i < cnt; i++) {
+                if (cnt > 5 && i == 3) {
+                    CHECK_EQ(rcs[i], -EINVAL);
+                } else if (cnt > 5 && i == 4) {
+                    CHECK_EQ(rcs[i], -E2BIG);
+                } else if (ks[i] >= 0 && ks[i] < N) {
+                    CHECK_EQ(rcs[i], 0);
+                    CHECK(vlens[i] == sizeof(int) && !memcmp(vals[i], &ks[i], sizeof(int)));
+                } else {
+                    CHECK_EQ(rcs[i], -ENOENT);
+                    CHECK(vals[i] == NULL && vlens[i] == 0);
+                }
+            }
+            /* Existence only. */
+            CHECK_EQ(mmk_map_get_many(h, m, cnt, keys, klens, NULL, NULL, rcs), want);
+        }
+        if (view == 0) {
+            CHECK_OK(mmk_heap_commit(h));
+            CHECK_OK(mmk_heap_read_begin(h));
+        }
+    }
+    mmk_heap_read_end(h);
+    mmk_heap_close(h);
+}
+
 int main(void)
 {
     snprintf(path, sizeof path, "%s/map.heap", test_tmpdir());
@@ -649,6 +765,7 @@ int main(void)
     test_seed();
     test_damage();
     test_fast_path();
+    test_get_many();
     test_large();
     test_growth();
     rm_rf(test_tmpdir());
