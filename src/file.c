@@ -120,10 +120,8 @@ static int ensure_mapped(mmk_file *f, uint64_t need)
 static uint64_t refresh_size(mmk_file *f)
 {
     pthread_mutex_lock(&f->lock);
-    struct stat st;
-    uint64_t size = atomic_load(&f->size);
-    if (fstat(f->fd, &st) == 0) {
-        uint64_t s = (uint64_t)st.st_size;
+    uint64_t size = atomic_load(&f->size), s;
+    if (mmk__os_file_size(f->fd, &s) == 0) {
         if (f->policy == MMK_FILE_MMAP) {
             if (s > f->reserve)
                 s = f->reserve; /* we cannot see further without moving */
@@ -144,18 +142,19 @@ static int grow_file(mmk_file *f, uint64_t from, uint64_t to)
 {
     if (to > (uint64_t)LLONG_MAX)
         return -EFBIG;
-    struct stat st0, st;
-    if (fstat(f->fd, &st0))
-        return -errno;
+    uint64_t size0, size1;
+    int rs = mmk__os_file_size(f->fd, &size0);
+    if (rs)
+        return rs;
     if (fallocate(f->fd, 0, (off_t)from, (off_t)(to - from)) == 0)
         return 0;
     int e = errno;
     if (e == EOPNOTSUPP || e == ENOSYS)
-        return (uint64_t)st0.st_size >= to || ftruncate(f->fd, (off_t)to) == 0 ? 0 : -errno;
+        return size0 >= to || ftruncate(f->fd, (off_t)to) == 0 ? 0 : -errno;
     /* A failed fallocate may have extended the file part way: put back the
      * size it had (`from` may be stale if someone else changed the file). */
-    if (fstat(f->fd, &st) == 0 && st.st_size != st0.st_size)
-        (void)!ftruncate(f->fd, st0.st_size);
+    if (mmk__os_file_size(f->fd, &size1) == 0 && size1 != size0)
+        (void)!ftruncate(f->fd, (off_t)size0);
     return -e;
 }
 
@@ -406,9 +405,8 @@ static void undo_past_eof(mmk_file *f, uint64_t off, uint64_t end)
 {
     static const unsigned char zeros[4096];
     pthread_mutex_lock(&f->lock);
-    struct stat st;
-    if (fstat(f->fd, &st) == 0 && (uint64_t)st.st_size < end) {
-        uint64_t eof = (uint64_t)st.st_size;
+    uint64_t eof;
+    if (mmk__os_file_size(f->fd, &eof) == 0 && eof < end) {
         uint64_t from = off > eof ? off : eof;
         uint64_t to = mmk__align_up((size_t)eof, mmk__pagesz());
         if (to > end)
@@ -451,10 +449,11 @@ static int file_reaches_past(mmk_file *f, uint64_t end)
  * end and say -EFAULT. */
 static ssize_t store_checked(mmk_file *f, uint64_t off, uint64_t end, int rc)
 {
-    struct stat st;
-    if (fstat(f->fd, &st))
-        return -errno;
-    if ((uint64_t)st.st_size < end) {
+    uint64_t size;
+    int rs = mmk__os_file_size(f->fd, &size);
+    if (rs)
+        return rs;
+    if (size < end) {
         undo_past_eof(f, off, end);
         return -EFAULT;
     }
@@ -517,9 +516,9 @@ MMK_API int mmk_file_resize(mmk_file *f, uint64_t size)
         return -EFBIG;
     pthread_mutex_lock(&f->lock);
     uint64_t cur = atomic_load(&f->size);
-    struct stat st;
-    if (fstat(f->fd, &st) == 0)
-        cur = (uint64_t)st.st_size; /* someone else may have changed it */
+    uint64_t now;
+    if (mmk__os_file_size(f->fd, &now) == 0)
+        cur = now; /* someone else may have changed it */
     int rc = 0;
     if (size > cur) {
         rc = grow_file(f, cur, size);

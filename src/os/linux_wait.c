@@ -168,8 +168,13 @@ int mmk__os_file_size(int fd, uint64_t *size)
     /* lseek reads i_size only; our I/O is all pread/pwrite, so the offset it
      * moves is never used. */
     off_t end = lseek(fd, 0, SEEK_END);
-    if (end < 0)
+    if (end >= 0) {
+        *size = (uint64_t)end;
+        return 0;
+    }
+    struct stat st; /* no SEEK_END here (procfs, some devices): what stat says */
+    if (fstat(fd, &st))
         return -errno;
-    *size = (uint64_t)end;
+    *size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
     return 0;
 }
