@@ -194,6 +194,32 @@ static void reads(void)
         else if (rc != -ENOENT && rc != MMK_ECORRUPT && rc != MMK_EFORMAT)
             abort();
     }
+    /* the batched get agrees with the single one, key by key */
+    enum { NB = NENT + 20 };
+    char kb[NB][16];
+    const void *keys[NB], *vals[NB];
+    size_t kls[NB], vls[NB];
+    int rcs[NB];
+    for (unsigned i = 0; i < NB; i++) {
+        kls[i] = key_of(i, kb[i]);
+        keys[i] = kb[i];
+    }
+    int found = mmk_map_get_many(H, M, NB, keys, kls, vals, vls, rcs);
+    if (found >= 0) {
+        int nf = 0;
+        for (unsigned i = 0; i < NB; i++) {
+            const void *v1;
+            size_t vl1;
+            int r1 = mmk_map_get(H, M, keys[i], kls[i], &v1, &vl1);
+            if (r1 != rcs[i] || (r1 == 0 && (v1 != vals[i] || vl1 != vls[i])))
+                abort(); /* batched and single gets disagree */
+            nf += rcs[i] == 0;
+        }
+        if (nf != found)
+            abort();
+    } else if (found != MMK_ECORRUPT && found != MMK_EFORMAT) {
+        abort();
+    }
     mmk_map_iter it;
     int rc = mmk_map_iter_init(H, M, &it);
     unsigned long steps = 0;
