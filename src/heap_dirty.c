@@ -501,10 +501,10 @@ uint64_t mmk__hp_now_ns(void)
     return now_ns();
 }
 
-/* New pages are mapped like the rest (read-only for wp); the userfaultfd
- * must learn of the new range. */
 int mmk__hp_test_fail_register;
 
+/* New pages are mapped like the rest (read-only for wp); the userfaultfd
+ * must learn of the new range. */
 int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped)
 {
     int rc = mmk__hp_test_fail_register && h->uffd >= 0 ? -ENOMEM
