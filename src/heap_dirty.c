@@ -139,10 +139,12 @@ void mmk__hp_dirty_drop_kept(mmk_heap *h)
 
 /* MADV_DONTNEED over many ranges: one process_madvise (Linux 6.13+ takes
  * any advice for the caller itself), else one madvise a range. */
+int mmk__hp_test_no_process_madvise;
+
 static int drop_ranges(mmk_heap *h, struct iovec *v, int n)
 {
     if (h->self_pidfd == -1) {
-        int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+        int fd = mmk__hp_test_no_process_madvise ? -1 : (int)syscall(SYS_pidfd_open, getpid(), 0);
         h->self_pidfd = fd >= 0 ? fd : -2;
     }
     if (h->self_pidfd >= 0) {

@@ -276,8 +276,10 @@ int mmk__hp_dirty_collect(mmk_heap *h);        /* fills h->dirty / h->ndirty sor
 void mmk__hp_dirty_end(mmk_heap *h);
 int mmk__hp_dirty_add(mmk_heap *h, uint64_t pg);
 int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped); /* new range mapped */
-/* Tests: registering a grown range with the userfaultfd fails (-ENOMEM). */
+/* Tests: registering a grown range with the userfaultfd fails (-ENOMEM);
+ * partial drops use madvise a range, as where process_madvise is refused. */
 extern int mmk__hp_test_fail_register;
+extern int mmk__hp_test_no_process_madvise;
 /* After a commit: write-protect (userfaultfd) the pages to keep. */
 void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n);
 /* Drop every kept copy (the mapping reads the file again). */
