@@ -1278,16 +1278,11 @@ static int end_committed(mmk_heap *h)
                 h->dirty[nd++] = h->dirty[i];
         h->ndirty = nd;
         discard_pages(h, 1);
-        mmk__hp_dirty_keep(h, h->written, nk);
-        h->kept_commit = h->hdr->commit_id;
         /* A costly walk: the pages only read go, the kept copies (what
-         * transactions write again) stay; their exact count replaces the
-         * upper bound. Dropping the copies too made every kept page a
-         * refault and a copy-on-write again. */
-        if (costly && mmk__hp_dirty_drop_clean(h)) {
-            madvise(h->base, h->mapped, MADV_DONTNEED);
-            h->nkept = 0;
-        }
+         * transactions write again) stay. Dropping the copies too made every
+         * kept page a refault and a copy-on-write again. */
+        mmk__hp_dirty_keep(h, h->written, nk, costly);
+        h->kept_commit = h->hdr->commit_id;
     }
     mmk__hp_dirty_end(h);
     h->in_txn = 0;
@@ -1471,41 +1466,25 @@ static void drop_shadows(mmk_heap *h)
     h->nshadow = 0;
 }
 
-/* The record entry of page dirty[q] from its changed words [lo, hi) (in
- * 8-byte words): nearly all of it logs the whole page. A data page's
- * checksum (data = 1) goes into its table slot here; a checksum page's slot
- * was filled bottom-up before. */
-static void set_delta(mmk_heap *h, struct hp_ent *e, size_t q, size_t lo, size_t hi, int data,
+/* The record entry of page dirty[q] from its changed bytes [lo, hi) (as
+ * mmk__diff_guarded gives them): nearly all of it logs the whole page. A
+ * data page's checksum (data = 1) goes into its table slot here; a checksum
+ * page's slot was filled bottom-up before, except a group's checksum page 0,
+ * which holds its own entry. */
+static void set_delta(mmk_heap *h, struct hp_ent *e, size_t q, const size_t rg[2], int data,
                       uint32_t z)
 {
-    if ((hi - lo) * 8 > HP_PAGE - 512) {
-        lo = 0;
-        hi = HP_PAGE / 8;
-    }
+    size_t lo = rg[0], hi = rg[1];
+    if (hi - lo > HP_PAGE - 512)
+        lo = 0, hi = HP_PAGE;
     uint64_t pg = h->dirty[q];
     const unsigned char *a = commit_page(h, pg);
-    e[q] = (struct hp_ent){.page = pg, .off = (uint32_t)(lo * 8), .len = (uint32_t)((hi - lo) * 8)};
-    uint32_t full = 0;
-    if (data) {
-        full = mmk__crc32c(0, a, HP_PAGE);
+    e[q] = (struct hp_ent){.page = pg, .off = (uint32_t)lo, .len = (uint32_t)(hi - lo)};
+    int self = pg == hp_meta_start(hp_group(pg));
+    uint32_t full = data ? mmk__crc32c(0, a, HP_PAGE) : self ? 0 : *commit_csum_slot(h, pg) ^ z;
+    if (data)
         *commit_csum_slot(h, pg) = full ^ z;
-    } else if (pg != hp_meta_start(hp_group(pg))) {
-        full = *commit_csum_slot(h, pg) ^ z;
-    }
-    e[q].crc = e[q].len == HP_PAGE && (data || pg != hp_meta_start(hp_group(pg)))
-                   ? full
-                   : mmk__crc32c(0, a + e[q].off, e[q].len);
-}
-
-static void diff_plain(const uint64_t *a, const uint64_t *o, size_t *lo, size_t *hi)
-{
-    size_t l = 0, r = HP_PAGE / 8;
-    while (l < r && a[l] == o[l])
-        l++;
-    while (r > l && a[r - 1] == o[r - 1])
-        r--;
-    *lo = l;
-    *hi = r;
+    e[q].crc = e[q].len == HP_PAGE && !self ? full : mmk__crc32c(0, a + lo, e[q].len);
 }
 
 /* Entries for dirty[i] (and, when it is read from the file, its neighbours
@@ -1514,20 +1493,18 @@ static void diff_plain(const uint64_t *a, const uint64_t *o, size_t *lo, size_t 
  * no system call), else one pread for a run of neighbours. */
 static int page_deltas(mmk_heap *h, struct hp_ent *e, size_t i, size_t *j, int data, uint32_t z)
 {
-    size_t n = h->ndirty, lo, hi;
+    size_t n = h->ndirty, rg[2];
     uint64_t p = h->dirty[i];
     const unsigned char *so = shadow_orig(h, p);
     *j = i + 1;
-    if (so) {
-        diff_plain((const uint64_t *)commit_page(h, p), (const uint64_t *)so, &lo, &hi);
-        set_delta(h, e, i, lo, hi, data, z);
-        return 0;
-    }
-    size_t rg[2];
-    if (h->clean && (p + 1) << HP_SHIFT <= h->clean_mapped &&
-        mmk__diff_guarded(commit_page(h, p), h->clean + (p << HP_SHIFT), HP_PAGE, rg) == 0) {
-        set_delta(h, e, i, rg[0] / 8, rg[1] / 8, data, z);
-        return 0;
+    if (so || (h->clean && (p + 1) << HP_SHIFT <= h->clean_mapped)) {
+        if (mmk__diff_guarded(commit_page(h, p), so ? so : h->clean + (p << HP_SHIFT), HP_PAGE,
+                              rg) == 0) {
+            set_delta(h, e, i, rg, data, z);
+            return 0;
+        }
+        if (so) /* our own buffer cannot fault */
+            return -EFAULT;
     }
     size_t k = i + 1;
     while (k < n && k - i < ORIG_PAGES && h->dirty[k] == h->dirty[k - 1] + 1 &&
@@ -1539,9 +1516,10 @@ static int page_deltas(mmk_heap *h, struct hp_ent *e, size_t i, size_t *j, int d
     if ((size_t)got < ((k - i) << HP_SHIFT)) /* beyond the end: zeros */
         memset(h->orig + got, 0, ((k - i) << HP_SHIFT) - (size_t)got);
     for (size_t q = i; q < k; q++) {
-        diff_plain((const uint64_t *)commit_page(h, h->dirty[q]),
-                   (const uint64_t *)(h->orig + ((q - i) << HP_SHIFT)), &lo, &hi);
-        set_delta(h, e, q, lo, hi, data, z);
+        if (mmk__diff_guarded(commit_page(h, h->dirty[q]), h->orig + ((q - i) << HP_SHIFT),
+                              HP_PAGE, rg))
+            return -EFAULT;
+        set_delta(h, e, q, rg, data, z);
     }
     *j = k;
     return 0;

@@ -205,9 +205,9 @@ int mmk__hp_dirty_drop_clean(mmk_heap *h)
     return 0;
 }
 
-void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n)
+void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n, int trim)
 {
-    if (!h->keep || !n)
+    if (!h->keep || (!n && !trim))
         return;
     size_t limit = h->keep_max;
     if (limit == SIZE_MAX) {
@@ -228,10 +228,11 @@ void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n)
             i = j;
         }
     h->nkept += n;
-    /* nkept counts a page kept again twice: at the limit, count exactly
-     * (dropping the pages only read on the way) before dropping them all. */
-    if (!err && h->nkept > limit && mmk__hp_dirty_drop_clean(h) == 0 && h->nkept <= limit)
-        return;
+    /* Asked to (a costly walk), or at the limit, where nkept (which counts a
+     * page kept again twice) must be made exact: drop the pages only read
+     * and count the kept ones. Over the limit still, or failed: drop all. */
+    if (!err && (trim || h->nkept > limit) && mmk__hp_dirty_drop_clean(h))
+        err = 1;
     if (err || h->nkept > limit) { /* unprotected copies would look written: drop */
         h->nkept = 1;
         mmk__hp_dirty_drop_kept(h);

@@ -280,8 +280,9 @@ int mmk__hp_dirty_map_grown(mmk_heap *h, size_t old_mapped); /* new range mapped
  * partial drops use madvise a range, as where process_madvise is refused. */
 extern int mmk__hp_test_fail_register;
 extern int mmk__hp_test_no_process_madvise;
-/* After a commit: write-protect (userfaultfd) the pages to keep. */
-void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n);
+/* After a commit: write-protect (userfaultfd) the pages to keep; with trim
+ * (the walk was costly) also unmap the pages only read. */
+void mmk__hp_dirty_keep(mmk_heap *h, const uint64_t *pages, size_t n, int trim);
 /* Drop every kept copy (the mapping reads the file again). */
 void mmk__hp_dirty_drop_kept(mmk_heap *h);
 /* Unmap the pages the handle only read (file pages), keep the kept copies,

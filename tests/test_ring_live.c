@@ -222,52 +222,13 @@ static void test_side_moves_to_child(void)
 
 /* ------------------------------------------------ SCM_RIGHTS, exec'd peer */
 
-static int send_fd(int sock, int fd)
-{
-    char byte = 'f';
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    return sendmsg(sock, &m, 0) == 1 ? 0 : -errno;
-}
-
-static int recv_fd(int sock)
-{
-    char byte;
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } u;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-    if (recvmsg(sock, &m, 0) != 1)
-        return -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
-        return -1;
-    int fd;
-    memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    return fd;
-}
-
 /* The exec'd peer: only the socket crosses exec. Takes the side `role`
  * ('p' producer, 'c' consumer), says so, and waits to be killed. */
 static int peer_main(int sock, char role)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int fd = recv_fd(sock);
-    if (fd < 0)
+    int fd;
+    if (test_recv_fds(sock, &fd, 1))
         return 3;
     mmk_ring *r;
     if (mmk_ring_attach(fd, 0, &r))
@@ -301,7 +262,7 @@ static void test_scm_producer(void)
         _exit(127);
     }
     close(sv[1]);
-    CHECK_OK(send_fd(sv[0], mmk_ring_fd(r)));
+    CHECK_OK(test_send_fds(sv[0], (int[]){mmk_ring_fd(r)}, 1));
     wait_ready(sv[0]);
     CHECK(hdr_word(r, H_PROD_LIVE) != 0);
     char b[2];

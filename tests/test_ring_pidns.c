@@ -35,45 +35,6 @@ static void fill(mmk_ring *r)
         CHECK_EQ(mmk_ring_write(r, buf, sizeof buf, 0), (ssize_t)sizeof buf);
 }
 
-static int send_fd(int sock, int fd)
-{
-    char byte = 'f';
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    return sendmsg(sock, &m, 0) == 1 ? 0 : -errno;
-}
-
-static int recv_fd(int sock)
-{
-    char byte;
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } u;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-    if (recvmsg(sock, &m, 0) != 1)
-        return -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
-        return -1;
-    int fd;
-    memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    return fd;
-}
-
 /* The exec'd peer: only the socket crosses exec. Takes the side `role`
  * ('p' producer, 'c' consumer, 'u' consumer under uid 65534), says so, and
  * waits to be killed. */
@@ -82,8 +43,8 @@ static int peer_main(int sock, char role)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (role == 'u' && (setgid(65534) || setuid(65534)))
         return 2;
-    int fd = recv_fd(sock);
-    if (fd < 0)
+    int fd;
+    if (test_recv_fds(sock, &fd, 1))
         return 3;
     mmk_ring *r;
     if (mmk_ring_attach(fd, 0, &r))
@@ -169,7 +130,7 @@ static int run(char role, char *why, size_t whylen)
         mmk_ring_destroy(r);
         return 0;
     }
-    CHECK_OK(send_fd(sv[0], mmk_ring_fd(r)));
+    CHECK_OK(test_send_fds(sv[0], (int[]){mmk_ring_fd(r)}, 1));
     char c;
     CHECK_EQ(read(sv[0], &c, 1), 1);
     uint32_t hpid = hdr_word(r, H_CONS_PID), live = hdr_word(r, H_CONS_LIVE);

@@ -214,55 +214,14 @@ static void test_records_batched_proc(uint64_t count)
 
 /* ----------------------------------------------------- SCM_RIGHTS, exec */
 
-static int send_fds(int sock, int a, int b)
-{
-    char byte = 'r';
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(2 * sizeof(int))];
-    } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-    int fds[2] = {a, b};
-    memcpy(CMSG_DATA(c), fds, sizeof fds);
-    return sendmsg(sock, &m, 0) == 1 ? 0 : -errno;
-}
-
-static int recv_fds(int sock, int *a, int *b)
-{
-    char byte;
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(2 * sizeof(int))];
-    } u;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-    if (recvmsg(sock, &m, 0) != 1)
-        return -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(2 * sizeof(int)))
-        return -1;
-    int fds[2];
-    memcpy(fds, CMSG_DATA(c), sizeof fds);
-    *a = fds[0];
-    *b = fds[1];
-    return 0;
-}
-
 /* The exec'd process: nothing inherited but the socket. */
 static int scm_child(int sock, uint64_t total)
 {
     make_pattern();
-    int rfd, efd;
-    if (recv_fds(sock, &rfd, &efd))
+    int got[2];
+    if (test_recv_fds(sock, got, 2))
         return 3;
+    int rfd = got[0], efd = got[1];
     mmk_ring *r;
     if (mmk_ring_attach(rfd, 0, &r))
         return 4;
@@ -295,7 +254,7 @@ static void test_scm_rights(const char *self, uint64_t total)
         _exit(127);
     }
     close(sv[1]);
-    CHECK_OK(send_fds(sv[0], mmk_ring_fd(r), efd));
+    CHECK_OK(test_send_fds(sv[0], (int[]){mmk_ring_fd(r), efd}, 2));
     /* Sleep in poll on the eventfd: the other process signals it. */
     int64_t got = consume(r, efd);
     CHECK_EQ(got, (int64_t)total);

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -147,5 +149,50 @@ static inline void rm_rf(const char *path)
     {                                                                                          \
         return "handle_segv=0:handle_sigbus=0";                                                \
     }
+
+/* Pass n (at most 4) descriptors over a Unix socket with SCM_RIGHTS, one
+ * byte of payload: 0 or -errno. */
+static inline int test_send_fds(int sock, const int *fds, int n)
+{
+    char byte = 'f';
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+    } u;
+    if (n < 1 || n > 4)
+        return -EINVAL;
+    memset(&u, 0, sizeof u);
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                       .msg_controllen = CMSG_SPACE((size_t)n * sizeof(int))};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN((size_t)n * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, (size_t)n * sizeof(int));
+    return sendmsg(sock, &m, 0) == 1 ? 0 : -errno;
+}
+
+/* Receive exactly n descriptors sent by test_send_fds: 0, or -1. */
+static inline int test_recv_fds(int sock, int *fds, int n)
+{
+    char byte;
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+    } u;
+    if (n < 1 || n > 4)
+        return -1;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                       .msg_controllen = sizeof u.buf};
+    if (recvmsg(sock, &m, 0) != 1)
+        return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN((size_t)n * sizeof(int)))
+        return -1;
+    memcpy(fds, CMSG_DATA(c), (size_t)n * sizeof(int));
+    return 0;
+}
 
 #endif
