@@ -672,8 +672,10 @@ static int map_file(mmk_heap *h, size_t upto, int writable)
         return -errno;
     /* Objects are reached through pointers, not in file order: read-around
      * (up to read_ahead_kb, 8 MiB on some disks) would make each cold fault
-     * read megabytes. mmk_advise() on a range undoes it for a scan. */
-    madvise(p, upto - h->mapped, MADV_RANDOM);
+     * read megabytes. mmk_advise() on a range undoes it for a scan. Asked
+     * for huge pages, the kernel reads (and maps) 2 MiB folios instead, even
+     * for a random fault: the read-mostly trade (see heap.h). */
+    madvise(p, upto - h->mapped, h->flags & MMK_HEAP_HUGE ? MADV_HUGEPAGE : MADV_RANDOM);
     size_t before = h->mapped;
     h->mapped = upto;
     mmk__hp_dirty_map_grown(h, before); /* a failure only ends the kept copies */
@@ -935,7 +937,7 @@ MMK_API int mmk_heap_open(const char *path, unsigned flags, mmk_heap **out)
         return -EINVAL;
     *out = NULL;
     if (!path || !*path || (flags & ~(MMK_HEAP_CREATE | MMK_HEAP_RDONLY | MMK_HEAP_NOSYNC |
-                                      MMK_HEAP_FIXED)) ||
+                                      MMK_HEAP_FIXED | MMK_HEAP_HUGE)) ||
         ((flags & MMK_HEAP_CREATE) && (flags & MMK_HEAP_RDONLY)))
         return -EINVAL;
     if (mmk__pagesz() != HP_PAGE)

@@ -27,6 +27,14 @@ extern "C" {
 #define MMK_HEAP_RDONLY 0x2u /* read-only: begin fails with -EROFS */
 #define MMK_HEAP_NOSYNC 0x4u /* no fdatasync: survives a process crash, not power loss */
 #define MMK_HEAP_FIXED  0x8u /* map at the address recorded in the file, else -EADDRINUSE */
+/* Read-mostly heaps: map with MADV_HUGEPAGE instead of MADV_RANDOM. A cold
+ * fault then reads a 2 MiB folio instead of one page, so warming a heap takes
+ * a few hundred reads instead of one per page, and random reads of a warm
+ * heap miss the TLB less (about 20% faster gets here). The cost falls on
+ * writers to the same file: on ext4 every small pwrite into a 2 MiB folio
+ * walks all its blocks, so commits take longer (about 1.5x the CPU per page
+ * written). A wish: without transparent huge pages nothing changes. */
+#define MMK_HEAP_HUGE   0x10u
 
 typedef struct mmk_heap mmk_heap;
 typedef uint64_t mmk_ref; /* offset inside the heap; 0 is the null ref */
