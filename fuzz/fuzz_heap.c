@@ -3,7 +3,7 @@
  * objects and free runs, built once) at chosen offsets, or replaces its
  * first bytes (header and metadata pages), or (bit 3) patches the redo log
  * holding a commit still to replay (bit 4: as after a reboot, so the whole
- * log is replayed). Whatever the file holds, open/check/alloc/
+ * log is replayed); bit 5 opens with MMK_HEAP_HUGE. Whatever the file holds, open/check/alloc/
  * free/abort must return errors, never crash, hang or leak. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -153,15 +153,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         unlink(logpath);
     }
     mmk_heap *h;
-    int orc = mmk_heap_open(path, (size && data[0] & 4) ? MMK_HEAP_RDONLY : MMK_HEAP_NOSYNC, &h);
-    if (size == 1 && (data[0] & ~16) == 8 && orc != 0)
+    unsigned oflags = (size && data[0] & 4) ? MMK_HEAP_RDONLY : MMK_HEAP_NOSYNC;
+    if (size && (data[0] & 32))
+        oflags |= MMK_HEAP_HUGE; /* the same checks over a huge-page mapping */
+    int orc = mmk_heap_open(path, oflags, &h);
+    if (size == 1 && (data[0] & ~48) == 8 && orc != 0)
         abort(); /* the untouched template must recover */
     if (orc == 0) {
         char msg[256];
         int crc = mmk_heap_check_report(h, msg, sizeof msg);
         struct mmk_heap_stats st;
         mmk_heap_stats(h, &st);
-        if (size == 1 && (data[0] & ~16) == 8 && (crc != 0 || st.commit_id != 2))
+        if (size == 1 && (data[0] & ~48) == 8 && (crc != 0 || st.commit_id != 2))
             abort(); /* ... to commit 2, intact */
         if (mmk_heap_begin(h) == 0) {
             mmk_ref r = 0;
