@@ -717,6 +717,10 @@ static void straddle_table(void)
  * met only when both ratios reach it. */
 static void verdict(const char *what, double ratio, double best, double target)
 {
+    if (!(ratio == ratio) || !(best == best)) { /* NaN: that table did not run (--only) */
+        printf("| %s | - | - | %.2fx | not measured in this run |\n", what, target);
+        return;
+    }
     int m = ratio >= target, b = best >= target;
     printf("| %s | %.2fx | %.2fx | %.2fx | %s |\n", what, ratio, best, target,
            m && b ? "met" : m || b ? "unclear: median and best disagree" : "NOT met");
