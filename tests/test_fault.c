@@ -73,6 +73,44 @@ static void test_copy_sizes(void)
     free(dst);
 }
 
+/* Destination 0..64 and 4032..4095 bytes past the source modulo 4 KiB:
+ * 1..63 takes the backward loop on x86-64. Every byte lands, nothing
+ * around it is touched, and a source that runs into an unmapped page still
+ * gives -EFAULT (the backward loop reads the faulting end first). */
+static void test_copy_distances(void)
+{
+    void *r;
+    CHECK_OK(mmk_reserve(16 * page, &r));
+    unsigned char *src = r, *dst = (unsigned char *)r + 8 * page;
+    CHECK_OK(mmk_commit(r, 7 * page));
+    CHECK_OK(mmk_commit(dst, 7 * page));
+    for (size_t i = 0; i < 7 * page; i++)
+        src[i] = (unsigned char)(i * 37 + 11);
+    size_t ds[] = {0, 1, 8, 15, 16, 17, 32, 48, 62, 63, 64, 65, 4032, 4080, 4095};
+    size_t ns[] = {65, 100, 127, 128, 129, 255, 256, 257, 1000, 4095, 4096, 4097, 8000, 20000};
+    for (size_t a = 0; a < NELEM(ds); a++)
+        for (size_t b = 0; b < NELEM(ns); b++) {
+            size_t n = ns[b];
+            unsigned char *s = src + 3, *d = dst + 3 + ds[a];
+            memset(dst, 0xee, 7 * page);
+            CHECK_EQ(mmk_copy_guarded(d, s, n), 0);
+            CHECK(memcmp(d, s, n) == 0);
+            CHECK(d[-1] == 0xee && d[n] == 0xee);
+            memset(dst, 0xee, 7 * page);
+            CHECK_EQ(mmk_store_guarded(d, s, n), 0);
+            CHECK(memcmp(d, s, n) == 0);
+            CHECK(d[-1] == 0xee && d[n] == 0xee);
+            /* The source's last 10 bytes lie in the unmapped page. */
+            unsigned char *fs = src + 7 * page - (n - 10);
+            unsigned char *fd = dst + ((uintptr_t)fs % page + ds[a]) % page;
+            CHECK_EQ(mmk_copy_guarded(fd, fs, n), -EFAULT);
+            /* The destination's last 10 bytes lie past the committed pages. */
+            unsigned char *sd = dst + 7 * page - (n - 10);
+            CHECK_EQ(mmk_store_guarded(sd, src + ((uintptr_t)sd - ds[a]) % page, n), -EFAULT);
+        }
+    CHECK_OK(mmk_release(r, 16 * page));
+}
+
 static void test_unmapped(void)
 {
     void *r;
@@ -517,6 +555,7 @@ int main(void)
 
     test_error_codes();
     test_copy_sizes();
+    test_copy_distances();
     test_unmapped();
     test_truncated_file();
     test_claims();
