@@ -74,9 +74,9 @@ static void test_copy_sizes(void)
 }
 
 /* Destination 0..64 and 4032..4095 bytes past the source modulo 4 KiB:
- * 1..63 takes the backward loop on x86-64. Every byte lands, nothing
- * around it is touched, and a source that runs into an unmapped page still
- * gives -EFAULT (the backward loop reads the faulting end first). */
+ * 1..63 takes the vector loop instead of rep movsb from 4 KiB on x86-64.
+ * Every byte lands, nothing around it is touched, and a source or
+ * destination that runs into an unmapped page gives -EFAULT. */
 static void test_copy_distances(void)
 {
     void *r;

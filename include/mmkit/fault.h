@@ -39,13 +39,13 @@ extern "C" {
 
 /* Copy n bytes from src to dst. 0, or -EFAULT (src has no backing page:
  * beyond end of file, unmapped) / -EIO (hardware or I/O error) if reading
- * src faulted; dst then holds unspecified bytes. The buffers must not
+ * src faulted; dst then holds an unspecified prefix. The buffers must not
  * overlap. A fault on dst is not caught. */
 MMK_API int mmk_copy_guarded(void *dst, const void *src, size_t n);
 
 /* Copy n bytes from src to dst where dst may fault (a store into a mapped
  * file or shared memory that can shrink). 0, -EFAULT or -EIO as above; dst
- * then holds unspecified bytes (some of src). A fault on src is not caught. */
+ * then holds an unspecified prefix of src. A fault on src is not caught. */
 MMK_API int mmk_store_guarded(void *dst, const void *src, size_t n);
 
 /* Guarded fixed-size loads and stores for memory a peer or a file controls

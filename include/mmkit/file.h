@@ -66,7 +66,7 @@ MMK_API uint64_t mmk_file_size(const mmk_file *f);
 /* Copy up to len bytes at off into buf. Returns the count: short at end of
  * file, 0 at or past it. -EFAULT when the file shrank under the read (another
  * process truncated it), -EIO on a disk or memory error; buf then holds an
- * unspecified bytes. A read reaching past the known size first checks
+ * unspecified prefix. A read reaching past the known size first checks
  * whether the file has grown. */
 MMK_API ssize_t mmk_file_read_at(mmk_file *f, void *buf, size_t len, uint64_t off);
 
