@@ -126,6 +126,22 @@ int mmk__store_guarded(void *dst, const void *src, size_t n)
     return mmk__x86_store(dst, src, n);
 }
 
+/* No handler needed (the source cannot fault), so none is installed: a
+ * ring or a map used alone keeps the process's signal handlers as they are.
+ * The copy only needs to know whether it may use AVX2. */
+void mmk__copy_big(void *dst, const void *src, size_t n)
+{
+    static int probed;
+    if (mmk__unlikely(!__atomic_load_n(&probed, __ATOMIC_ACQUIRE))) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2"))
+            __atomic_store_n(&mmk__x86_avx2, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&probed, 1, __ATOMIC_RELEASE);
+    }
+    if (mmk__x86_copy(dst, src, n))
+        memcpy(dst, src, n); /* recovered by a handler: fault as memcpy would */
+}
+
 int mmk__load_u32_guarded(const void *src, uint32_t *out)
 {
     ready();
@@ -203,6 +219,8 @@ int mmk__store_guarded(void *dst, const void *src, size_t n)
         return 0;
     GUARDED(dst, n, copy_bytes(dst, src, n));
 }
+
+void mmk__copy_big(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
 
 int mmk__load_u32_guarded(const void *src, uint32_t *out)
 {

@@ -37,6 +37,7 @@
 
 #include <mmkit/map.h>
 #include "heap_internal.h" /* mp: the mapping's base and size */
+#include "fault_internal.h"
 #include "internal.h"
 
 #define MAP_MAGIC 0x31504d414d4b4d4dull /* "MMKMAMP1" */
@@ -882,7 +883,7 @@ static int alloc_entry(const struct mctx *c, uint64_t hash, const void *key, siz
     if (klen)
         memcpy(e.base + e.hdr, key, klen);
     if (vlen)
-        memcpy(ent_val(&e), val, vlen);
+        mmk__copy(ent_val(&e), val, vlen);
     *out = r;
     return 0;
 }

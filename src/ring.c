@@ -23,6 +23,7 @@
 
 #include <mmkit/ring.h>
 #include <mmkit/vm.h>
+#include "fault_internal.h"
 #include "internal.h"
 
 #define RING_MAGIC   0x474e49524b4d4d21ull /* "!MMKRING" little-endian */
@@ -1090,7 +1091,7 @@ MMK_API ssize_t mmk_ring_write(mmk_ring *r, const void *buf, size_t n, int timeo
             continue;
         }
         size_t k = (size_t)fr < n - done ? (size_t)fr : n - done;
-        memcpy(r->data + r->woff, (const char *)buf + done, k);
+        mmk__copy(r->data + r->woff, (const char *)buf + done, k);
         r->head += k;
         r->woff = off_add(r, r->woff, k);
         commit_head(r);
@@ -1112,7 +1113,7 @@ MMK_API ssize_t mmk_ring_read(mmk_ring *r, void *buf, size_t n, int timeout_ms)
     if (av < 0)
         return av;
     size_t k = (size_t)av < n ? (size_t)av : n;
-    memcpy(buf, r->data + r->roff, k);
+    mmk__copy(buf, r->data + r->roff, k);
     r->tail += k;
     r->roff = off_add(r, r->roff, k);
     commit_tail(r);

@@ -91,7 +91,7 @@ __attribute__((no_sanitize("thread"))) static void copy_page(void *dst, const vo
         d[i] = s[i];
 }
 #else
-static void copy_page(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
+static void copy_page(void *dst, const void *src, size_t n) { mmk__copy(dst, src, n); }
 #endif
 
 static inline int bit_get(_Atomic uint64_t *bm, size_t i)
@@ -555,7 +555,7 @@ static void read_page(const mmk_snapshot *s, size_t i, size_t in, void *dst, siz
         if (!((w >> (i % 64)) & 1))
             return;
     }
-    memcpy(dst, s->store + i * r->page + in, n);
+    mmk__copy(dst, s->store + i * r->page + in, n);
 }
 
 MMK_API int mmk_snapshot_read(const mmk_snapshot *s, size_t off, void *buf, size_t len)

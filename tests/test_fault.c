@@ -100,6 +100,10 @@ static void test_copy_distances(void)
             CHECK_EQ(mmk_store_guarded(d, s, n), 0);
             CHECK(memcmp(d, s, n) == 0);
             CHECK(d[-1] == 0xee && d[n] == 0xee);
+            memset(dst, 0xee, 7 * page);
+            mmk__copy(d, s, n); /* the unguarded copy rings and maps use */
+            CHECK(memcmp(d, s, n) == 0);
+            CHECK(d[-1] == 0xee && d[n] == 0xee);
             /* The source's last 10 bytes lie in the unmapped page. */
             unsigned char *fs = src + 7 * page - (n - 10);
             unsigned char *fd = dst + ((uintptr_t)fs % page + ds[a]) % page;
