@@ -270,6 +270,13 @@ static void median_streams(const int *impls, int k, size_t msg, double *out, dou
         for (int j = 0; j < k; j++)
             v[j][i] = stream_once((enum impl)(impls[j] & 0xff), msg, stream_total(msg),
                                   !!(impls[j] & PROC));
+    if (getenv("BENCH_RAW")) /* every run, in order, on stderr */
+        for (int j = 0; j < k; j++) {
+            fprintf(stderr, "stream impl %#x msg %zu:", (unsigned)impls[j], msg);
+            for (int i = 0; i < n; i++)
+                fprintf(stderr, " %.2f", v[j][i] / 1e9);
+            fprintf(stderr, "\n");
+        }
     for (int j = 0; j < k; j++)
         out[j] = bench_median(v[j], n) / 1e9, best[j] = v[j][n - 1] / 1e9;
 }
