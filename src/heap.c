@@ -922,6 +922,7 @@ static void heap_free(mmk_heap *h)
     free(h->path);
     free(h->logpath);
     free(h->dirty);
+    free(h->map_fresh);
     free(h->scratch);
     free(h->iov);
     free(h->orig);
@@ -1174,6 +1175,7 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
         goto unlock;
     }
     h->in_txn = 1;
+    h->txn_serial++;
     return 0;
 unlock:
     ofd_unlock(h->fd, LOCK_WRITER);

@@ -154,6 +154,13 @@ struct mmk_heap {
     size_t reserve;           /* bytes reserved */
     size_t mapped;            /* bytes of the file mapped at base */
     int in_txn, in_read;
+    uint64_t txn_serial;      /* begins so far: tells one transaction from the next */
+    /* map.c: pages that hold entries the map allocated in transaction
+     * map_fresh_serial (not in the file yet): a split reads other entries'
+     * hash words through the clean view (see map.c, split_hlo). */
+    uint64_t *map_fresh;
+    size_t map_nfresh, map_cap_fresh, map_fresh_sorted; /* a sorted prefix */
+    uint64_t map_fresh_serial;
     struct hp_header *hdr;    /* = base */
     uint64_t log_gen, log_base, log_end_alloc; /* cached log header; zeroed log bytes */
     uint64_t log_limit;       /* checkpoint above this */

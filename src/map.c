@@ -33,6 +33,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <mmkit/map.h>
@@ -250,6 +251,111 @@ static int ent_hash_bit(const struct mctx *c, uint64_t s, const struct ev *e, ui
     if (!ent_whole(c, s, e))
         return MMK_ECORRUPT;
     return (key_hash(c->m, ent_key(e), e->klen) & bit) != 0;
+}
+
+/* ------------------------------------------------------------ splits */
+
+/* A split reads the hash word of every entry in the bucket it splits (the
+ * slot keeps only the top 16 bits, the split needs bit log2(n)). Through
+ * the private mapping that costs a page fault an entry in a big map: the
+ * heap's trims unmap its clean pages, and splits go where puts did not
+ * (about one fault a put in a 1 M-key fill, a quarter of the put's time).
+ * Entries never change after they are written (an update allocates a new
+ * one), so an entry from before this transaction reads the same in the
+ * file: splits read those through the heap's clean view (the file mapped
+ * shared, never trimmed). Entries allocated in this transaction are not in
+ * the file yet; their pages are noted here, per transaction. */
+static void fresh_reset(mmk_heap *h)
+{
+    if (h->map_fresh_serial == h->txn_serial)
+        return;
+    h->map_fresh_serial = h->txn_serial;
+    h->map_nfresh = h->map_fresh_sorted = 0;
+}
+
+/* Note the pages of [r, r + sz). Without memory for the note, splits read
+ * everything through the mapping for the rest of the transaction. */
+static void fresh_note(mmk_heap *h, uint64_t r, uint64_t sz)
+{
+    fresh_reset(h);
+    if (h->map_nfresh == SIZE_MAX)
+        return;
+    for (uint64_t pg = r >> HP_SHIFT; pg <= (r + sz - 1) >> HP_SHIFT; pg++) {
+        size_t n = h->map_nfresh;
+        if (n && h->map_fresh[n - 1] == pg)
+            continue;
+        if (n == h->map_cap_fresh) {
+            size_t cap = n ? 2 * n : 64;
+            uint64_t *a = realloc(h->map_fresh, cap * sizeof *a);
+            if (!a) {
+                h->map_nfresh = SIZE_MAX;
+                return;
+            }
+            h->map_fresh = a;
+            h->map_cap_fresh = cap;
+        }
+        if (h->map_fresh_sorted == n && (!n || h->map_fresh[n - 1] < pg))
+            h->map_fresh_sorted = n + 1; /* entries mostly go up the heap */
+        h->map_fresh[h->map_nfresh++] = pg;
+    }
+}
+
+/* A binary search over the sorted prefix, a scan of the rest; the rest is
+ * sorted in once it grows past a few dozen pages. */
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool fresh_has(mmk_heap *h, uint64_t pg)
+{
+    fresh_reset(h);
+    size_t n = h->map_nfresh;
+    if (n == SIZE_MAX)
+        return true;
+    uint64_t *a = h->map_fresh;
+    if (n - h->map_fresh_sorted > 32) {
+        qsort(a, n, sizeof *a, cmp_u64);
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!k || a[k - 1] != a[i])
+                a[k++] = a[i];
+        h->map_nfresh = h->map_fresh_sorted = n = k;
+    }
+    for (size_t i = h->map_fresh_sorted; i < n; i++)
+        if (a[i] == pg)
+            return true;
+    size_t lo = 0, hi = h->map_fresh_sorted;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] == pg)
+            return true;
+        if (a[mid] < pg)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+/* Bit `bit` of the hash of the entry in slot s, its header checked as
+ * ent_head does: 0/1, or MMK_ECORRUPT. */
+static int split_bit(const struct mctx *c, uint64_t s, uint64_t bit)
+{
+    mmk_heap *h = c->h;
+    uint64_t ref = slot_ref(s), w;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (bit <= UINT32_MAX && h->clean && h->in_txn && mp(h, ref, 8) &&
+        ref + 8 <= h->clean_mapped && !fresh_has(h, ref >> HP_SHIFT) &&
+        mmk__load_u64_guarded(h->clean + ref, &w) == 0 && !((w >> 32) & LONG_FORM))
+        return ((uint32_t)w & bit) != 0;
+#endif
+    (void)w;
+    struct ev e;
+    if (!ent_head(c, s, &e))
+        return MMK_ECORRUPT;
+    return ent_hash_bit(c, s, &e, bit);
 }
 
 /* Brent's cycle detection over the nodes of one chain: O(1) memory, finds
@@ -763,10 +869,7 @@ static int split_one(struct mctx *c)
     walk_init(&w, src);
     for (struct mbucket *b = src; b;) {
         for (int i = 0; i < SLOTS && b->slot[i]; i++) {
-            struct ev e;
-            if (!ent_head(c, b->slot[i], &e))
-                return MMK_ECORRUPT;
-            int bit = ent_hash_bit(c, b->slot[i], &e, m->n);
+            int bit = split_bit(c, b->slot[i], m->n);
             if (bit < 0)
                 return bit;
             movers += (uint64_t)bit;
@@ -805,9 +908,7 @@ static int split_one(struct mctx *c)
     for (struct mbucket *b = src; b;) {
         for (int i = 0; i < SLOTS && b->slot[i]; i++) {
             uint64_t s = b->slot[i];
-            struct ev e;
-            ent_head(c, s, &e); /* checked in pass 1 */
-            if (ent_hash_bit(c, s, &e, m->n) > 0) {
+            if (split_bit(c, s, m->n) > 0) { /* the same answer as in pass 1 */
                 if (di == SLOTS) {
                     dn = mp(c->h, dn->over, sizeof *dn);
                     di = 0;
@@ -871,6 +972,7 @@ static int alloc_entry(const struct mctx *c, uint64_t hash, const void *key, siz
         mmk_heap_free(c->h, r);
         return r > REF_MASK ? -EFBIG : MMK_ECORRUPT;
     }
+    fresh_note(c->h, r, sz);
     struct ev e = {(uint8_t *)p, (uint32_t)hash, ent_hdr(klen, vlen), klen, vlen};
     p[0] = (uint32_t)hash;
     if (e.hdr == 8) {
