@@ -157,7 +157,7 @@ struct mmk_heap {
     uint64_t txn_serial;      /* begins so far: tells one transaction from the next */
     /* map.c: pages that hold entries the map allocated in transaction
      * map_fresh_serial (not in the file yet): a split reads other entries'
-     * hash words through the clean view (see map.c, split_hlo). */
+     * hash words through the clean view (see map.c, split_bit). */
     uint64_t *map_fresh;
     size_t map_nfresh, map_cap_fresh, map_fresh_sorted; /* a sorted prefix */
     uint64_t map_fresh_serial;

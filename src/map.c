@@ -910,13 +910,17 @@ static int split_one(struct mctx *c)
             uint64_t s = b->slot[i];
             if (split_bit(c, s, m->n) > 0) { /* the same answer as in pass 1 */
                 if (di == SLOTS) {
-                    dn = mp(c->h, dn->over, sizeof *dn);
+                    /* NULL only if the file changed under the writer lock
+                     * between the passes (another process writing it). */
+                    if (!(dn = mp(c->h, dn->over, sizeof *dn)))
+                        return MMK_ECORRUPT;
                     di = 0;
                 }
                 dn->slot[di++] = s;
             } else {
                 if (wi == SLOTS) {
-                    wn = mp(c->h, wn->over, sizeof *wn);
+                    if (!(wn = mp(c->h, wn->over, sizeof *wn)))
+                        return MMK_ECORRUPT;
                     wi = 0;
                     write_node++;
                 }
