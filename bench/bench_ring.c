@@ -724,7 +724,7 @@ static void straddle_table(void)
  * met only when both ratios reach it. */
 static void verdict(const char *what, double ratio, double best, double target)
 {
-    if (!(ratio == ratio) || !(best == best)) { /* NaN: that table did not run (--only) */
+    if (isnan(ratio) || isnan(best)) { /* that table did not run (--only) */
         printf("| %s | - | - | %.2fx | not measured in this run |\n", what, target);
         return;
     }

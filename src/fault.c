@@ -126,18 +126,14 @@ int mmk__store_guarded(void *dst, const void *src, size_t n)
     return mmk__x86_store(dst, src, n);
 }
 
+static void probe_cpu(void);
+
 /* No handler needed (the source cannot fault), so none is installed: a
  * ring or a map used alone keeps the process's signal handlers as they are.
  * The copy only needs to know whether it may use AVX2. */
 void mmk__copy_big(void *dst, const void *src, size_t n)
 {
-    static int probed;
-    if (mmk__unlikely(!__atomic_load_n(&probed, __ATOMIC_ACQUIRE))) {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2"))
-            __atomic_store_n(&mmk__x86_avx2, 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&probed, 1, __ATOMIC_RELEASE);
-    }
+    probe_cpu();
     if (mmk__x86_copy(dst, src, n))
         memcpy(dst, src, n); /* recovered by a handler: fault as memcpy would */
 }
@@ -467,6 +463,22 @@ static int mode_from_env(void)
 
 static int is_ours(int sig);
 
+#if MMK__FAULT_TABLE
+/* Whether the copy routine may use AVX2: set once, before the first install
+ * or the first unguarded big copy, whichever comes first. Atomic because
+ * the handler or a copy in another thread may read it meanwhile (racing
+ * probes store the same value). */
+static void probe_cpu(void)
+{
+    static int probed;
+    if (mmk__likely(__atomic_load_n(&probed, __ATOMIC_ACQUIRE)))
+        return;
+    __builtin_cpu_init();
+    __atomic_store_n(&mmk__x86_avx2, __builtin_cpu_supports("avx2") ? 1 : 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&probed, 1, __ATOMIC_RELEASE);
+}
+#endif
+
 static int install_locked(void)
 {
     if (!mode_from_env()) {
@@ -479,15 +491,7 @@ static int install_locked(void)
      * chaining to whatever is there now. */
     mmk__pagesz();
 #if MMK__FAULT_TABLE
-    /* Set once, before the first install; atomic because the handler of
-     * another thread may read it while a later (re)install runs. */
-    static int cpu_probed;
-    if (!cpu_probed) {
-        __builtin_cpu_init();
-        __atomic_store_n(&mmk__x86_avx2, __builtin_cpu_supports("avx2") ? 1 : 0,
-                         __ATOMIC_RELAXED);
-        cpu_probed = 1;
-    }
+    probe_cpu();
 #endif
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
