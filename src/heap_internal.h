@@ -143,6 +143,9 @@ enum hp_dirty_method { DM_SCAN = 0, DM_PAGEMAP = 1, DM_WP = 2, DM_UFFD = 3 };
  * merging it back (measured on the development VM: 6-10 us). */
 #define WP_FAULT_NS 8000u
 
+/* Words in a map's header (map.c checks it). */
+#define MMK__MAP_HDR_WORDS 13
+
 struct mmk_heap {
     int fd, logfd;
     unsigned flags;
@@ -161,6 +164,12 @@ struct mmk_heap {
     uint64_t *map_fresh;
     size_t map_nfresh, map_cap_fresh, map_fresh_sorted; /* a sorted prefix */
     uint64_t map_fresh_serial;
+    /* map.c: the header of the map last read, as it was when it passed every
+     * check (its checksum included), and the mapped size then. A get whose
+     * header still holds these bytes skips the checks (see map.c, load_get). */
+    uint64_t map_ck_ref;
+    size_t map_ck_mapped;
+    uint64_t map_ck_hdr[MMK__MAP_HDR_WORDS];
     struct hp_header *hdr;    /* = base */
     uint64_t log_gen, log_base, log_end_alloc; /* cached log header; zeroed log bytes */
     uint64_t log_limit;       /* checkpoint above this */
