@@ -36,6 +36,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include <mmkit/map.h>
 #include "heap_internal.h" /* mp: the mapping's base and size */
 #include "fault_internal.h"
@@ -438,6 +442,25 @@ static int load(mmk_heap *h, mmk_ref map, struct mctx *c)
 
 _Static_assert(sizeof(struct mhdr) == MMK__MAP_HDR_WORDS * 8, "the handle keeps a header copy");
 
+/* Two copies of a header hold the same bytes. */
+static inline bool hdr_same(const uint64_t *a, const uint64_t *b)
+{
+#ifdef __SSE2__
+    /* Six 16-byte compares and a word: a fifth of the plain loop's
+     * instructions (gcc -O2 leaves it a loop). */
+    const __m128i *x = (const __m128i *)a, *y = (const __m128i *)b;
+    __m128i d = _mm_xor_si128(_mm_loadu_si128(x), _mm_loadu_si128(y));
+    for (int i = 1; i < 6; i++)
+        d = _mm_or_si128(d, _mm_xor_si128(_mm_loadu_si128(x + i), _mm_loadu_si128(y + i)));
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(d, _mm_setzero_si128())) == 0xffff && a[12] == b[12];
+#else
+    uint64_t d = 0;
+    for (int i = 0; i < MMK__MAP_HDR_WORDS; i++)
+        d |= a[i] ^ b[i];
+    return !d;
+#endif
+}
+
 /* load() for gets. A header that still holds the bytes it held when it last
  * passed every check, in a mapping of the same size, would pass them again:
  * comparing 104 bytes with the handle's copy costs a fraction of checking
@@ -449,10 +472,7 @@ static inline int load_get(mmk_heap *h, mmk_ref map, struct mctx *c)
 {
     if (map && h->map_ck_ref == map && h->map_ck_mapped == h->mapped) {
         const uint64_t *w = (const uint64_t *)(h->base + map);
-        uint64_t d = 0;
-        for (int i = 0; i < MMK__MAP_HDR_WORDS; i++)
-            d |= w[i] ^ h->map_ck_hdr[i];
-        if (!d) {
+        if (hdr_same(w, h->map_ck_hdr)) {
             c->h = h;
             c->m = (struct mhdr *)(h->base + map);
             c->dir = (uint64_t *)(h->base + c->m->dir);
@@ -570,7 +590,6 @@ static inline bool key_eq(const uint8_t *a, const uint8_t *b, size_t n)
  * one) and whose tag is the hash's, as a bit mask: slot i is bit
  * i << SCAN_SHIFT. *full: no empty slot (the chain may go on). */
 #ifdef __SSE2__
-#include <emmintrin.h>
 #define SCAN_SHIFT 3
 static inline uint64_t slot_scan(const struct mbucket *b, uint64_t hash, bool *full)
 {
