@@ -1166,6 +1166,7 @@ MMK_API int mmk_heap_begin(mmk_heap *h)
     if (rc)
         goto unlock;
     h->txn_start_size = hd->heap_size;
+    mmk__hp_dirty_resume(h);
     mmk__hp_dirty_settle(h, hd->commit_id);
     rc = mmk__hp_dirty_begin(h);
     if (!rc && hp_all_rw(h))
@@ -1842,6 +1843,8 @@ MMK_API int mmk_heap_read_begin(mmk_heap *h)
         return rc;
     }
     mmk__hp_dirty_settle(h, h->hdr->commit_id);
+    if (h->view_pause)
+        mmk__hp_dirty_pause(h);
     h->in_read = 1;
     return 0;
 }

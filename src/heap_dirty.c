@@ -135,6 +135,7 @@ void mmk__hp_dirty_drop_kept(mmk_heap *h)
         return;
     madvise(h->base, h->mapped, MADV_DONTNEED);
     h->nkept = 0;
+    h->view_pause = 1;
 }
 
 /* MADV_DONTNEED over many ranges: one process_madvise (Linux 6.13+ takes
@@ -202,6 +203,7 @@ int mmk__hp_dirty_drop_clean(mmk_heap *h)
         start = a.walk_end;
     }
     h->nkept = kept;
+    h->view_pause = 1;
     return 0;
 }
 
@@ -497,6 +499,52 @@ void mmk__hp_dirty_bulk_done(mmk_heap *h, uint64_t protect_ns)
 int mmk__hp_dirty_walk_costly(const mmk_heap *h, size_t written)
 {
     return h->bulk_txn_ns > (uint64_t)written * (WP_FAULT_NS / 2) + 100000;
+}
+
+/* A commit that made the heap walk its mapping costly unmapped the pages
+ * the handle had only read (drop_clean), or everything (drop_kept); a read
+ * view that follows faults them back: while the mapping is
+ * registered with the userfaultfd the kernel maps one page a fault (it maps
+ * none around a fault in such a range), ~1-3 us each here. So a read view
+ * right after such a commit closes the userfaultfd, as when registering
+ * fails (the kept copies go too: without it they would look written), and
+ * its faults map up to 16 pages again: the gets right after a 1 M-key map
+ * fill took 31.5 k faults, ~2.1 k this way. The next transaction opens a
+ * new one: ~20 us, and kept copies start again from none. */
+void mmk__hp_dirty_pause(mmk_heap *h)
+{
+    h->view_pause = 0;
+    if (h->uffd < 0 || h->keep_lost || h->uffd_paused)
+        return;
+    h->nkept = 1;
+    mmk__hp_dirty_drop_kept(h);
+    h->view_pause = 0;
+    close(h->uffd);
+    h->uffd = -1;
+    h->keep = 0;
+    h->uffd_paused = h->dm == DM_UFFD ? 2 : 1;
+    if (h->bulk == DM_UFFD)
+        h->bulk = DM_SCAN;
+    if (h->dm == DM_UFFD)
+        h->dm = DM_SCAN;
+}
+
+/* Before a transaction: a new userfaultfd over the whole mapping. Nothing
+ * is kept (pause dropped it all, and nothing writes between), so every
+ * private page from here on is this transaction's. If it fails, the handle
+ * stays with the plain scan, as after a failed registration. */
+void mmk__hp_dirty_resume(mmk_heap *h)
+{
+    int was = h->uffd_paused;
+    if (!was)
+        return;
+    h->uffd_paused = 0;
+    if (init_uffd(h))
+        return;
+    if (was == 2)
+        h->dm = DM_UFFD;
+    else
+        h->bulk = DM_UFFD;
 }
 
 uint64_t mmk__hp_now_ns(void)
