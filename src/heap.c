@@ -1843,7 +1843,7 @@ MMK_API int mmk_heap_read_begin(mmk_heap *h)
         return rc;
     }
     mmk__hp_dirty_settle(h, h->hdr->commit_id);
-    if (h->view_pause)
+    if (!(h->flags & MMK_HEAP_RDONLY))
         mmk__hp_dirty_pause(h);
     h->in_read = 1;
     return 0;

@@ -135,7 +135,7 @@ void mmk__hp_dirty_drop_kept(mmk_heap *h)
         return;
     madvise(h->base, h->mapped, MADV_DONTNEED);
     h->nkept = 0;
-    h->view_pause = 1;
+    h->view_dropped += h->mapped >> HP_SHIFT;
 }
 
 /* MADV_DONTNEED over many ranges: one process_madvise (Linux 6.13+ takes
@@ -187,9 +187,11 @@ int mmk__hp_dirty_drop_clean(mmk_heap *h)
             return -errno;
         int ni = 0;
         for (long i = 0; i < n; i++) {
-            if (vec[i].categories & PAGE_IS_FILE)
+            if (vec[i].categories & PAGE_IS_FILE) {
                 iov[ni++] = (struct iovec){(void *)(uintptr_t)vec[i].start,
                                            vec[i].end - vec[i].start};
+                h->view_dropped += (vec[i].end - vec[i].start) >> HP_SHIFT;
+            }
             else
                 kept += (vec[i].end - vec[i].start) >> HP_SHIFT;
         }
@@ -203,7 +205,6 @@ int mmk__hp_dirty_drop_clean(mmk_heap *h)
         start = a.walk_end;
     }
     h->nkept = kept;
-    h->view_pause = 1;
     return 0;
 }
 
@@ -501,24 +502,27 @@ int mmk__hp_dirty_walk_costly(const mmk_heap *h, size_t written)
     return h->bulk_txn_ns > (uint64_t)written * (WP_FAULT_NS / 2) + 100000;
 }
 
-/* A commit that made the heap walk its mapping costly unmapped the pages
- * the handle had only read (drop_clean), or everything (drop_kept); a read
- * view that follows faults them back: while the mapping is
- * registered with the userfaultfd the kernel maps one page a fault (it maps
- * none around a fault in such a range), ~1-3 us each here. So a read view
- * right after such a commit closes the userfaultfd, as when registering
- * fails (the kept copies go too: without it they would look written), and
- * its faults map up to 16 pages again: the gets right after a 1 M-key map
- * fill took 31.5 k faults, ~2.1 k this way. The next transaction opens a
- * new one: ~20 us, and kept copies start again from none. */
+/* Commits whose walks grew costly unmap the pages the handle only read
+ * (drop_clean), or everything (drop_kept), and a read view after them
+ * faults those back: while the mapping is registered with the userfaultfd
+ * the kernel maps one page a fault (none around it), ~1-3 us each here. So
+ * a read view that follows the unmapping of many pages (4096 at least and a
+ * quarter of the mapping, counted since the last view) closes the
+ * userfaultfd, as when registering fails (the kept copies go too: without
+ * it they would look written), and its faults map up to 16 pages again:
+ * the 1 M gets right after a 1 M-key map fill took 31.5 k faults, 2.3 k
+ * this way. The next transaction opens a new one (~20 us; kept copies start
+ * again from none), so the bar keeps handles that take turns between
+ * transactions and short views from paying that each time. */
 void mmk__hp_dirty_pause(mmk_heap *h)
 {
-    h->view_pause = 0;
-    if (h->uffd < 0 || h->keep_lost || h->uffd_paused)
+    size_t dropped = h->view_dropped, pages = h->mapped >> HP_SHIFT;
+    h->view_dropped = 0;
+    if (h->uffd < 0 || h->keep_lost || h->uffd_paused || dropped < 4096 || dropped < pages / 4)
         return;
     h->nkept = 1;
     mmk__hp_dirty_drop_kept(h);
-    h->view_pause = 0;
+    h->view_dropped = 0;
     close(h->uffd);
     h->uffd = -1;
     h->keep = 0;

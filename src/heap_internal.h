@@ -205,7 +205,7 @@ struct mmk_heap {
     size_t keep_max;          /* drop them all above this */
     uint64_t kept_commit;     /* the commit they show */
     int keep_lost;            /* registering a grown range failed: fall back */
-    int view_pause;           /* drops unmapped pages since the last pause */
+    size_t view_dropped;      /* pages unmapped since the last read view */
     int uffd_paused;          /* closed for a read view: 1 the bulk method, 2 the method */
     /* commit scratch */
     uint64_t *dirty;          /* sorted page numbers */
@@ -310,9 +310,9 @@ int mmk__hp_dirty_drop_clean(mmk_heap *h);
  * by another process, or a recovery) are dropped; a tracker that failed is
  * turned off. */
 void mmk__hp_dirty_settle(mmk_heap *h, uint64_t commit);
-/* A read view on a writable handle after a commit that unmapped the pages it
- * only read: close the userfaultfd for the view, so that faults map pages
- * around them again; the next transaction reopens it (resume). */
+/* A read view on a writable handle after commits unmapped many pages:
+ * close the userfaultfd for the view, so that faults map pages around them
+ * again; the next transaction opens a new one (resume). */
 void mmk__hp_dirty_pause(mmk_heap *h);
 void mmk__hp_dirty_resume(mmk_heap *h);
 const char *mmk__hp_dirty_name(const mmk_heap *h);
