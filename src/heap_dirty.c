@@ -191,9 +191,9 @@ int mmk__hp_dirty_drop_clean(mmk_heap *h)
                 iov[ni++] = (struct iovec){(void *)(uintptr_t)vec[i].start,
                                            vec[i].end - vec[i].start};
                 h->view_dropped += (vec[i].end - vec[i].start) >> HP_SHIFT;
-            }
-            else
+            } else {
                 kept += (vec[i].end - vec[i].start) >> HP_SHIFT;
+            }
         }
         if (ni) {
             int rc = drop_ranges(h, iov, ni);
