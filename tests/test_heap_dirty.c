@@ -296,6 +296,39 @@ static void keep_limit(const char *dir)
 
 extern int mmk__hp_test_fail_register; /* src/heap_internal.h */
 
+/* Create the heap at path with the dirty-tracking method (NULL: the
+ * default) and, if keep_mb, that keep limit; NULL (and a line saying why)
+ * where it does not track with the userfaultfd. */
+static mmk_heap *open_uffd(const char *path, const char *method, const char *keep_mb,
+                           const char *what)
+{
+    if (method)
+        setenv("MMK_HEAP_DIRTY", method, 1);
+    else
+        unsetenv("MMK_HEAP_DIRTY");
+    if (keep_mb)
+        setenv("MMK_HEAP_KEEP_MB", keep_mb, 1);
+    mmk_heap *h;
+    int rc = mmk_heap_open(path, MMK_HEAP_CREATE | MMK_HEAP_NOSYNC, &h);
+    unsetenv("MMK_HEAP_KEEP_MB");
+    unsetenv("MMK_HEAP_DIRTY");
+    if (rc == -ENOTSUP) {
+        printf("%s (%s): skipped (no userfaultfd write-protect here)\n", what,
+               method ? method : "auto");
+        return NULL;
+    }
+    CHECK_OK(rc);
+    struct mmk_heap_stats st;
+    CHECK_OK(mmk_heap_stats(h, &st));
+    if (!strstr(st.dirty_method, "uffd")) {
+        printf("%s (%s): skipped, tracking is %s here\n", what, method ? method : "auto",
+               st.dirty_method);
+        mmk_heap_close(h);
+        return NULL;
+    }
+    return h;
+}
+
 /* Registering a grown range with the userfaultfd fails in the middle of a
  * transaction (injected): that commit must still log every written page
  * (kept copies from before included: their bytes equal the file), the
@@ -306,21 +339,10 @@ static void keep_lost(const char *dir, const char *method)
     char path[700];
     snprintf(path, sizeof path, "%s/lost.heap", dir);
     unlink(path);
-    if (method)
-        setenv("MMK_HEAP_DIRTY", method, 1);
-    else
-        unsetenv("MMK_HEAP_DIRTY");
-    mmk_heap *h;
-    CHECK_OK(mmk_heap_open(path, MMK_HEAP_CREATE | MMK_HEAP_NOSYNC, &h));
-    unsetenv("MMK_HEAP_DIRTY");
-    struct mmk_heap_stats st;
-    CHECK_OK(mmk_heap_stats(h, &st));
-    if (!strstr(st.dirty_method, "uffd")) {
-        printf("keep lost (%s): skipped, tracking is %s here\n", method ? method : "auto",
-               st.dirty_method);
-        mmk_heap_close(h);
+    mmk_heap *h = open_uffd(path, method, NULL, "keep lost");
+    if (!h)
         return;
-    }
+    struct mmk_heap_stats st;
     mmk_ref a, b;
     CHECK_OK(mmk_heap_begin(h));
     CHECK_OK(mmk_heap_alloc(h, 32 * 4096, &a));
@@ -390,26 +412,10 @@ static void view_pause(const char *dir, const char *method)
     unlink(path);
     snprintf(path, sizeof path, "%s/pause.heap", dir);
     unlink(path);
-    if (method)
-        setenv("MMK_HEAP_DIRTY", method, 1);
-    setenv("MMK_HEAP_KEEP_MB", "1", 1);
-    mmk_heap *h;
-    int rc = mmk_heap_open(path, MMK_HEAP_CREATE | MMK_HEAP_NOSYNC, &h);
-    unsetenv("MMK_HEAP_KEEP_MB");
-    unsetenv("MMK_HEAP_DIRTY");
-    if (rc == -ENOTSUP) {
-        printf("view pause (%s): skipped (no userfaultfd write-protect here)\n", method);
+    mmk_heap *h = open_uffd(path, method, "1", "view pause");
+    if (!h)
         return;
-    }
-    CHECK_OK(rc);
     struct mmk_heap_stats st;
-    CHECK_OK(mmk_heap_stats(h, &st));
-    if (!strstr(st.dirty_method, "uffd")) {
-        printf("view pause (%s): skipped, tracking is %s here\n", method ? method : "auto",
-               st.dirty_method);
-        mmk_heap_close(h);
-        return;
-    }
     enum { PAGES = 2048 };
     mmk_ref obj;
     CHECK_OK(mmk_heap_begin(h));
